@@ -1,0 +1,67 @@
+//! Error types, each saying which side failed: the client, an upstream, or podns itself.
+
+use std::net::SocketAddr;
+
+use crate::wire::WireError;
+
+/// A query from a client that cannot be served as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("malformed query: {0}")]
+    Malformed(#[from] WireError),
+    #[error("TCP message of {0} bytes is below the 12-byte header")]
+    ShortFrame(usize),
+}
+
+/// One failed exchange with an upstream; the metric label is [`UpstreamError::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {0} did not answer in time")]
+    Timeout(SocketAddr),
+    #[error("upstream {0} refused the connection or the port is closed")]
+    Refused(SocketAddr),
+    #[error("upstream {0} answered with rcode {1}")]
+    Rcode(SocketAddr, u16),
+    #[error("upstream {0} connection failed: {1:?}")]
+    Io(SocketAddr, std::io::ErrorKind),
+    #[error("upstream {0} closed the connection")]
+    Closed(SocketAddr),
+    #[error("upstream {0} sent a reply that cannot be read")]
+    Malformed(SocketAddr),
+}
+
+impl UpstreamError {
+    /// The `reason` label of `podns_upstream_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Refused(_) => "refused",
+            UpstreamError::Rcode(_, 2) => "servfail",
+            UpstreamError::Rcode(_, 5) => "rcode_refused",
+            UpstreamError::Rcode(..) => "rcode",
+            UpstreamError::Io(..) => "io",
+            UpstreamError::Closed(_) => "closed",
+            UpstreamError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Why podns could not produce an answer from upstream for a query (it then says SERVFAIL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("every upstream attempt failed; last: {0}")]
+    Exhausted(UpstreamError),
+    #[error("the query budget ran out")]
+    Budget,
+    #[error("too many queries in flight")]
+    Overloaded,
+}
+
+/// A failure of podns itself at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {proto} listener on {addr}: {source}")]
+    Bind { proto: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
+}

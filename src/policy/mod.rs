@@ -1,0 +1,6 @@
+//! Decisions on parsed queries. Pure functions of a message and its context: no sockets, and
+//! time, where it matters, comes in as an argument.
+
+mod admit;
+
+pub use admit::{Admission, ParsedQuery, admit};

@@ -1,0 +1,158 @@
+//! Listeners and the process lifecycle: bind, serve, become ready, drain on SIGTERM.
+
+mod handler;
+pub mod http;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use metrics_exporter_prometheus::PrometheusHandle;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+pub use handler::{Admitted, Answer, Handler, InflightGuard};
+pub use tcp::TcpLimits;
+
+use crate::config::RunArgs;
+use crate::error::StartError;
+use crate::metrics::Metrics;
+use crate::policy::{Admission, admit};
+use crate::upstream::{UpstreamConfig, Upstreams};
+use crate::wire::{Name, rtype, write_query};
+
+/// What `/ready` reports: listeners bound, an upstream has answered, not draining.
+pub struct Readiness {
+    bound: AtomicBool,
+    draining: AtomicBool,
+    handler: Arc<Handler>,
+}
+
+impl Readiness {
+    /// `Ok` when ready, else why not.
+    pub fn state(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("draining")
+        } else if !self.bound.load(Ordering::Acquire) {
+            Err("listeners not bound yet")
+        } else if !self.handler.upstreams.has_answered() {
+            Err("no upstream has answered yet")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // SO_REUSEPORT lets a later version shard one address over several sockets and threads.
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Asks the cluster domain's SOA until some upstream answers, so `/ready` turns 200 without
+/// waiting for client traffic. Stops at the first answer: an idle ready pod sends nothing.
+async fn probe_until_answered(handler: Arc<Handler>, cluster_domain: Name) {
+    while !handler.upstreams.has_answered() {
+        let mut q = BytesMut::with_capacity(64);
+        write_query(rand::random(), cluster_domain.wire(), rtype::SOA, &mut q);
+        if let Admission::Query(parsed) = admit(&q) {
+            let _ = handler.upstreams.resolve(&mut q, &parsed, false).await;
+        }
+        if !handler.upstreams.has_answered() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    tracing::info!("an upstream answered; ready");
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "draining"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "draining"),
+    }
+}
+
+/// Runs the proxy until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    if let Some(p) = &prometheus {
+        tokio::spawn(crate::metrics::upkeep_task(p.clone(), metrics.upkeep_signal()));
+    }
+    let upstreams = Upstreams::new(
+        &UpstreamConfig {
+            addrs: args.upstream.clone(),
+            attempt_timeout: args.attempt_timeout,
+            query_timeout: args.query_timeout,
+            sockets: args.upstream_sockets as usize,
+            rotate: args.socket_rotate,
+            tcp_idle: args.tcp_idle_timeout,
+        },
+        metrics.tcp_fallback.clone(),
+    );
+    let handler = Arc::new(Handler::new(upstreams, metrics.clone(), args.max_inflight));
+    let ready = Arc::new(Readiness { bound: AtomicBool::new(false), draining: AtomicBool::new(false), handler: handler.clone() });
+
+    if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
+        let l = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "http", addr, source })?;
+        tracing::info!(proto = "http", addr = %l.local_addr().unwrap_or(addr), "listening");
+        tokio::spawn(http::serve(l, p, ready.clone()));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = TcpLimits { max_connections: args.tcp_max_connections, idle: args.tcp_idle_timeout };
+    let mut tasks = Vec::new();
+    for &addr in &args.listen {
+        let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
+        let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
+        tracing::info!(proto = "udp", addr = %u.local_addr().unwrap_or(addr), "listening");
+        tracing::info!(proto = "tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
+        tasks.push(tokio::spawn(udp::serve(Arc::new(u), handler.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(tcp::serve(t, handler.clone(), limits, stop_rx.clone())));
+    }
+    for up in &args.upstream {
+        tracing::info!(addr = %up, "upstream");
+    }
+    ready.bound.store(true, Ordering::Release);
+    let cluster_domain = Name::from_dotted(&args.cluster_domain).expect("validated");
+    let prober = tokio::spawn(probe_until_answered(handler.clone(), cluster_domain));
+
+    shutdown_signal().await;
+    ready.draining.store(true, Ordering::Release);
+    prober.abort();
+    // Keep answering while endpoints and clients move away, then stop taking queries and let
+    // the ones in flight finish (bounded by their own query budget).
+    tokio::time::sleep(args.drain_grace).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}

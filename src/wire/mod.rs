@@ -1,0 +1,126 @@
+//! A zero-copy view of DNS messages (RFC 1035) over byte slices.
+//!
+//! Decoding is staged: most packets need only the 12-byte [`Header`] and the [`Question`], so
+//! those are read first and the rest of the message is walked only when something needs it
+//! (the OPT record, TTLs). Nothing here allocates except the functions that build a reply into
+//! a caller-provided buffer, and nothing panics on any input: every offset is bounds-checked
+//! and every failure is a [`WireError`].
+
+mod header;
+mod name;
+mod opt;
+mod question;
+mod records;
+mod reply;
+
+pub use header::{HEADER_LEN, Header, set_id};
+pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_dotted};
+pub use opt::{Opt, find_opt};
+pub use question::{Question, parse_question, write_query};
+pub use records::{RecordRef, Records, Section, min_ttl, rewrite_ttls};
+pub use reply::{OUR_UDP_SIZE, error_reply, restore_question, truncated_reply, write_opt};
+
+/// Record and query types podns refers to by name.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const MX: u16 = 15;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const SVCB: u16 = 64;
+    pub const HTTPS: u16 = 65;
+}
+
+/// Response codes (the low four bits in the header; BADVERS needs the OPT extension).
+pub mod rcode {
+    pub const NOERROR: u16 = 0;
+    pub const FORMERR: u16 = 1;
+    pub const SERVFAIL: u16 = 2;
+    pub const NXDOMAIN: u16 = 3;
+    pub const NOTIMP: u16 = 4;
+    pub const REFUSED: u16 = 5;
+    pub const BADVERS: u16 = 16;
+}
+
+/// The class IN.
+pub const CLASS_IN: u16 = 1;
+
+/// The largest UDP reply a client without EDNS may receive (RFC 1035 §4.2.1).
+pub const MIN_UDP_SIZE: usize = 512;
+
+/// The largest DNS message (TCP framing is a 16-bit length).
+pub const MAX_MESSAGE: usize = 65535;
+
+/// Why a message could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message shorter than its header or a field")]
+    Short,
+    #[error("label longer than 63 octets or of a reserved kind")]
+    BadLabel,
+    #[error("name longer than 255 octets")]
+    NameTooLong,
+    #[error("compression pointer loops or points forward")]
+    BadPointer,
+    #[error("compression pointer where none is allowed")]
+    UnexpectedPointer,
+    #[error("more than one OPT record")]
+    DuplicateOpt,
+    #[error("OPT record with a non-root owner")]
+    BadOpt,
+}
+
+/// Reads a big-endian u16 at `at`.
+#[inline]
+pub(crate) fn read_u16(msg: &[u8], at: usize) -> Result<u16, WireError> {
+    match msg.get(at..at + 2) {
+        Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
+        None => Err(WireError::Short),
+    }
+}
+
+/// Reads a big-endian u32 at `at`.
+#[inline]
+pub(crate) fn read_u32(msg: &[u8], at: usize) -> Result<u32, WireError> {
+    match msg.get(at..at + 4) {
+        Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        None => Err(WireError::Short),
+    }
+}
+
+/// The metric label for a query type: a fixed set so label cardinality stays bounded.
+pub fn type_label(qtype: u16) -> &'static str {
+    match qtype {
+        rtype::A => "A",
+        rtype::AAAA => "AAAA",
+        rtype::CNAME => "CNAME",
+        rtype::HTTPS => "HTTPS",
+        rtype::MX => "MX",
+        rtype::NS => "NS",
+        rtype::PTR => "PTR",
+        rtype::SOA => "SOA",
+        rtype::SRV => "SRV",
+        rtype::SVCB => "SVCB",
+        rtype::TXT => "TXT",
+        _ => "other",
+    }
+}
+
+/// The metric label for a response code (extended codes included).
+pub fn rcode_label(rcode: u16) -> &'static str {
+    match rcode {
+        rcode::NOERROR => "NOERROR",
+        rcode::FORMERR => "FORMERR",
+        rcode::SERVFAIL => "SERVFAIL",
+        rcode::NXDOMAIN => "NXDOMAIN",
+        rcode::NOTIMP => "NOTIMP",
+        rcode::REFUSED => "REFUSED",
+        rcode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,142 @@
+//! Replies podns writes itself: error answers, truncated answers, and the in-place patches
+//! that give a client its own ID and question case back.
+
+use bytes::BufMut;
+
+use super::{HEADER_LEN, Header, Opt, Question, rtype};
+
+/// The UDP payload size podns advertises in OPT records it writes (the DNS Flag Day 2020 value).
+pub const OUR_UDP_SIZE: u16 = 1232;
+
+/// Appends an OPT record (version 0) with the given extended-rcode bits and DO flag.
+pub fn write_opt(out: &mut impl BufMut, udp_size: u16, ext_rcode: u8, dnssec_ok: bool) {
+    out.put_u8(0); // root owner
+    out.put_u16(rtype::OPT);
+    out.put_u16(udp_size);
+    out.put_u8(ext_rcode);
+    out.put_u8(0); // version
+    out.put_u16(if dnssec_ok { 0x8000 } else { 0 });
+    out.put_u16(0); // no options
+}
+
+/// Writes a reply with no records to the query `msg`: `rcode` (extended codes such as BADVERS
+/// go partly into the OPT record), the question echoed when it could be read, and an OPT
+/// record exactly when the query had one (`query_opt`).
+pub fn error_reply(
+    msg: &[u8],
+    header: &Header,
+    question: Option<&Question>,
+    rcode: u16,
+    query_opt: Option<&Opt>,
+    out: &mut impl BufMut,
+) {
+    let h = Header {
+        id: header.id,
+        flags: Header::response_flags(header, rcode & 0xf),
+        qdcount: question.is_some() as u16,
+        ancount: 0,
+        nscount: 0,
+        arcount: query_opt.is_some() as u16,
+    };
+    let mut raw = [0u8; HEADER_LEN];
+    h.write(&mut raw);
+    out.put_slice(&raw);
+    if let Some(q) = question {
+        out.put_slice(&msg[HEADER_LEN..q.end]);
+    }
+    if let Some(o) = query_opt {
+        write_opt(out, OUR_UDP_SIZE, (rcode >> 4) as u8, o.dnssec_ok);
+    }
+}
+
+/// Writes the truncated form of `reply` (TC set, no records but its OPT) for a client whose UDP
+/// size it exceeds (RFC 1035 §4.2.1, RFC 6891 §7): the client retries over TCP.
+pub fn truncated_reply(reply: &[u8], header: &Header, question: &Question, opt: Option<&Opt>, out: &mut impl BufMut) {
+    let mut h = Header { ancount: 0, nscount: 0, arcount: opt.is_some() as u16, ..*header };
+    h.set_tc();
+    let mut raw = [0u8; HEADER_LEN];
+    h.write(&mut raw);
+    out.put_slice(&raw);
+    out.put_slice(&reply[HEADER_LEN..question.end]);
+    if let Some(o) = opt {
+        out.put_slice(&reply[o.start..o.end]);
+    }
+}
+
+/// Gives the client its ID and the exact letter case of its question name back. The reply's
+/// question was checked to be the same name case-insensitively, so lengths agree.
+pub fn restore_question(reply: &mut [u8], reply_question: &Question, client_id: u16, client_name: &[u8]) -> bool {
+    let name = &mut reply[HEADER_LEN..reply_question.name_end];
+    if name.len() != client_name.len() {
+        return false;
+    }
+    name.copy_from_slice(client_name);
+    super::header::set_id(reply, client_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{find_opt, parse_question, rcode};
+
+    fn query_with_opt() -> Vec<u8> {
+        let mut m = vec![0xab, 0xcd, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 1];
+        m.extend_from_slice(b"\x03WwW\x00\x00\x1c\x00\x01");
+        m.extend_from_slice(&[0, 0, 41, 16, 0, 0, 1, 0x80, 0, 0, 0]);
+        m
+    }
+
+    #[test]
+    fn badvers_splits_the_rcode() {
+        let q = query_with_opt();
+        let h = Header::parse(&q).unwrap();
+        let qq = parse_question(&q).unwrap();
+        let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
+        let mut out = Vec::new();
+        error_reply(&q, &h, Some(&qq), rcode::BADVERS, Some(&opt), &mut out);
+        let rh = Header::parse(&out).unwrap();
+        assert_eq!(rh.id, 0xabcd);
+        assert!(rh.qr() && rh.rd() && rh.cd() && rh.ra());
+        assert_eq!((rh.rcode(), rh.qdcount, rh.arcount), (0, 1, 1));
+        let ropt = find_opt(&out, &rh, parse_question(&out).unwrap().end).unwrap().unwrap();
+        assert_eq!((ropt.ext_rcode, ropt.version, ropt.dnssec_ok), (1, 0, true));
+        assert_eq!(&out[12..qq.end], &q[12..qq.end], "question echoed with its case");
+    }
+
+    #[test]
+    fn formerr_without_question_or_opt() {
+        let q = query_with_opt();
+        let h = Header::parse(&q).unwrap();
+        let mut out = Vec::new();
+        error_reply(&q, &h, None, rcode::FORMERR, None, &mut out);
+        assert_eq!(out.len(), 12);
+        let rh = Header::parse(&out).unwrap();
+        assert_eq!((rh.rcode(), rh.qdcount, rh.arcount), (1, 0, 0));
+    }
+
+    #[test]
+    fn truncation_keeps_question_and_opt() {
+        let mut r = query_with_opt();
+        r[2] |= 0x80;
+        r[7] = 1; // pretend one answer follows
+        let h = Header { ancount: 0, ..Header::parse(&r).unwrap() };
+        let qq = parse_question(&r).unwrap();
+        let opt = find_opt(&r, &h, qq.end).unwrap().unwrap();
+        let mut out = Vec::new();
+        truncated_reply(&r, &Header { ancount: 1, ..h }, &qq, Some(&opt), &mut out);
+        let th = Header::parse(&out).unwrap();
+        assert!(th.tc());
+        assert_eq!((th.ancount, th.arcount), (0, 1));
+        assert_eq!(out.len(), qq.end + 11);
+    }
+
+    #[test]
+    fn restore_case_and_id() {
+        let mut r = query_with_opt();
+        let qq = parse_question(&r).unwrap();
+        assert!(restore_question(&mut r, &qq, 7, b"\x03www\x00"));
+        assert_eq!(&r[..2], &[0, 7]);
+        assert_eq!(&r[12..17], b"\x03www\x00");
+        assert!(!restore_question(&mut r, &qq, 7, b"\x02ww\x00"));
+    }
+}
