@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::metrics::{Metrics, Proto, Source};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::upstream::Upstreams;
-use crate::wire::{HEADER_LEN, error_reply, find_opt, parse_question, rcode, restore_question, truncated_reply};
+use crate::wire::{HEADER_LEN, error_reply, find_opt, parse_question, rcode, restore_question, strip_opt, truncated_reply};
 
 /// What admission decided for one packet.
 pub enum Admitted {
@@ -94,11 +94,17 @@ impl Handler {
                 let client_name = &msg[HEADER_LEN..q.question.name_end];
                 match parse_question(&reply) {
                     Ok(rq) if restore_question(&mut reply, &rq, q.header.id, client_name) => {
+                        let mut header = ex.header;
+                        // Only replies with additional records can carry an OPT: the common
+                        // reply skips the walk.
+                        let opt = if header.arcount > 0 { find_opt(&reply, &header, rq.end).ok().flatten() } else { None };
+                        if let (None, Some(o)) = (q.opt, opt) {
+                            strip_opt(&mut reply, &mut header, &o);
+                        }
                         if proto == Proto::Udp && reply.len() > q.max_udp_reply() {
                             self.metrics.truncated.increment(1);
-                            let opt = find_opt(&reply, &ex.header, rq.end).ok().flatten();
                             let mut out = BytesMut::with_capacity(rq.end + 16);
-                            truncated_reply(&reply, &ex.header, &rq, opt.as_ref(), &mut out);
+                            truncated_reply(&reply, &header, &rq, opt.filter(|_| q.opt.is_some()).as_ref(), &mut out);
                             crate::wire::set_id(&mut out, q.header.id);
                             reply = out;
                         }

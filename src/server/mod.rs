@@ -120,7 +120,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
 
     if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
         let l = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "http", addr, source })?;
-        tracing::info!(proto = "http", addr = %l.local_addr().unwrap_or(addr), "listening");
+        tracing::info!(proto = %"http", addr = %l.local_addr().unwrap_or(addr), "listening");
         tokio::spawn(http::serve(l, p, ready.clone()));
     }
 
@@ -130,8 +130,8 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     for &addr in &args.listen {
         let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
         let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
-        tracing::info!(proto = "udp", addr = %u.local_addr().unwrap_or(addr), "listening");
-        tracing::info!(proto = "tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
+        tracing::info!(proto = %"udp", addr = %u.local_addr().unwrap_or(addr), "listening");
+        tracing::info!(proto = %"tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
         tasks.push(tokio::spawn(udp::serve(Arc::new(u), handler.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(tcp::serve(t, handler.clone(), limits, stop_rx.clone())));
     }

@@ -63,6 +63,20 @@ pub fn truncated_reply(reply: &[u8], header: &Header, question: &Question, opt: 
     }
 }
 
+/// Removes the OPT record `opt` from `reply` in place (for a client that sent none: RFC 6891 §7
+/// forbids an OPT in the response then, and some servers add one anyway on reused TCP
+/// connections).
+pub fn strip_opt(reply: &mut bytes::BytesMut, header: &mut Header, opt: &Opt) {
+    if opt.end > reply.len() || header.arcount == 0 {
+        return;
+    }
+    let tail = reply.len() - opt.end;
+    reply.copy_within(opt.end.., opt.start);
+    reply.truncate(opt.start + tail);
+    header.arcount -= 1;
+    reply[10..12].copy_from_slice(&header.arcount.to_be_bytes());
+}
+
 /// Gives the client its ID and the exact letter case of its question name back. The reply's
 /// question was checked to be the same name case-insensitively, so lengths agree.
 pub fn restore_question(reply: &mut [u8], reply_question: &Question, client_id: u16, client_name: &[u8]) -> bool {
@@ -128,6 +142,19 @@ mod tests {
         assert!(th.tc());
         assert_eq!((th.ancount, th.arcount), (0, 1));
         assert_eq!(out.len(), qq.end + 11);
+    }
+
+    #[test]
+    fn strip_opt_removes_only_the_opt() {
+        let q = query_with_opt();
+        let mut h = Header::parse(&q).unwrap();
+        let qq = parse_question(&q).unwrap();
+        let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
+        let mut b = bytes::BytesMut::from(&q[..]);
+        strip_opt(&mut b, &mut h, &opt);
+        assert_eq!(b.len(), qq.end);
+        assert_eq!(Header::parse(&b).unwrap().arcount, 0);
+        assert_eq!(find_opt(&b, &h, qq.end), Ok(None));
     }
 
     #[test]
