@@ -31,7 +31,12 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Address to answer DNS on, over UDP and TCP (repeatable; IPv6 as [::1]:53).
-    #[arg(long = "listen", env = "PODNS_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:53")]
+    #[arg(
+        long = "listen",
+        env = "PODNS_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:53"
+    )]
     pub listen: Vec<SocketAddr>,
 
     /// Upstream DNS server, IP or IP:PORT (repeatable). Default: the nameservers of --resolv-conf
@@ -84,9 +89,65 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_LOG_LEVEL")]
     pub log_level: Option<String>,
 
+    /// Bytes the answer cache may hold (e.g. 8MiB, 512KiB, 1000000); 0 disables the cache.
+    #[arg(long, env = "PODNS_CACHE_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub cache_size: ByteSize,
+
+    /// Longest time an answer is cached, whatever its TTL says.
+    #[arg(long, env = "PODNS_CACHE_MAX_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub cache_max_ttl: Duration,
+
+    /// Shortest time an answer is cached (raises lower TTLs).
+    #[arg(long, env = "PODNS_CACHE_MIN_TTL", default_value = "0s", value_parser = parse_duration)]
+    pub cache_min_ttl: Duration,
+
+    /// Longest time NXDOMAIN/NODATA is cached (RFC 2308: min(SOA TTL, SOA MINIMUM), capped here).
+    #[arg(long, env = "PODNS_CACHE_MAX_NEGATIVE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub cache_max_negative_ttl: Duration,
+
+    /// How long a failure (SERVFAIL after every upstream failed) is remembered; 0 = not at all.
+    #[arg(long, env = "PODNS_SERVFAIL_TTL", default_value = "0s", value_parser = parse_duration)]
+    pub servfail_ttl: Duration,
+
+    /// How long past expiry a cached answer may be served (TTL 30) when every upstream fails
+    /// (RFC 8767); 0 disables serve-stale.
+    #[arg(long, env = "PODNS_SERVE_STALE", default_value = "1h", value_parser = parse_duration)]
+    pub serve_stale: Duration,
+
     /// Cluster domain of the Kubernetes cluster; its SOA is what the readiness probe asks.
     #[arg(long, env = "PODNS_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+}
+
+/// A size in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+/// Parses `8MiB`, `512KiB`, `1GiB`, `64kB`, `1000` (bytes).
+pub fn parse_size(s: &str) -> Result<ByteSize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 8MiB or 1000000"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "kB" | "K" => 1000,
+        "KiB" | "Ki" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "MiB" | "Mi" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "GiB" | "Gi" => 1 << 30,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .map(ByteSize)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// A socket address that may be switched off.
@@ -117,7 +178,8 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
 /// Parses durations such as `800ms`, `2s`, `5m`; zero is allowed only where it makes sense, so
 /// callers that need a positive value check it in [`RunArgs::validate`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 800ms or 2s: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 800ms or 2s: {e}"))
 }
 
 /// The `nameserver` addresses of a resolv.conf text, in order.
@@ -128,7 +190,9 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
             (words.next()? == "nameserver").then_some(())?;
             // glibc accepts a scope suffix (fe80::1%eth0); we keep the address only.
             let addr = words.next()?.split('%').next()?;
-            addr.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
         })
         .collect()
 }
@@ -166,10 +230,19 @@ impl RunArgs {
                 ),
             ));
         }
-        if crate::wire::Name::from_dotted(&self.cluster_domain).is_none() {
-            return Err(("--cluster-domain", format!("`{}` is not a domain name", self.cluster_domain)));
+        if self.cache_min_ttl > self.cache_max_ttl {
+            return Err(("--cache-min-ttl", "is longer than --cache-max-ttl".into()));
         }
-        self.cluster_domain = self.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+        if crate::wire::Name::from_dotted(&self.cluster_domain).is_none() {
+            return Err((
+                "--cluster-domain",
+                format!("`{}` is not a domain name", self.cluster_domain),
+            ));
+        }
+        self.cluster_domain = self
+            .cluster_domain
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         if self.upstream.is_empty() {
             let text = std::fs::read_to_string(&self.resolv_conf).map_err(|e| {
                 (
@@ -193,8 +266,15 @@ impl RunArgs {
                     ),
                 ));
             }
-        } else if let Some(own) = self.upstream.iter().find(|a| is_own_listener(a, &self.listen)) {
-            return Err(("--upstream", format!("{own} is one of our own --listen addresses")));
+        } else if let Some(own) = self
+            .upstream
+            .iter()
+            .find(|a| is_own_listener(a, &self.listen))
+        {
+            return Err((
+                "--upstream",
+                format!("{own} is one of our own --listen addresses"),
+            ));
         }
         Ok(self)
     }
@@ -207,7 +287,10 @@ pub fn parse() -> Cli {
         cli.run = match cli.run.clone().validate() {
             Ok(run) => run,
             Err((flag, msg)) => Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, format!("invalid value for {flag}: {msg}"))
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("invalid value for {flag}: {msg}"),
+                )
                 .exit(),
         };
     }
@@ -226,10 +309,22 @@ mod tests {
 
     #[test]
     fn upstream_forms() {
-        assert_eq!(parse_upstream("10.0.0.10").unwrap(), "10.0.0.10:53".parse().unwrap());
-        assert_eq!(parse_upstream("10.0.0.10:5353").unwrap(), "10.0.0.10:5353".parse().unwrap());
-        assert_eq!(parse_upstream("[fd00::a]:54").unwrap(), "[fd00::a]:54".parse().unwrap());
-        assert_eq!(parse_upstream("fd00::a").unwrap(), "[fd00::a]:53".parse().unwrap());
+        assert_eq!(
+            parse_upstream("10.0.0.10").unwrap(),
+            "10.0.0.10:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.10:5353").unwrap(),
+            "10.0.0.10:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("[fd00::a]:54").unwrap(),
+            "[fd00::a]:54".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("fd00::a").unwrap(),
+            "[fd00::a]:53".parse().unwrap()
+        );
         assert!(parse_upstream("dns.example").is_err());
     }
 
@@ -244,7 +339,13 @@ mod tests {
         )
         .unwrap();
         let a = args(&["--resolv-conf", path.to_str().unwrap()]).unwrap();
-        assert_eq!(a.upstream, vec!["10.96.0.10:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        assert_eq!(
+            a.upstream,
+            vec![
+                "10.96.0.10:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
         std::fs::write(&path, "nameserver 127.0.0.1\n").unwrap();
         let err = args(&["--resolv-conf", path.to_str().unwrap()]).unwrap_err();
         assert_eq!(err.0, "--upstream");
@@ -266,6 +367,15 @@ mod tests {
         let err = args(&["--upstream", "10.1.2.3", "--query-timeout", "0s"]).unwrap_err();
         assert_eq!(err.0, "--query-timeout");
         assert!(Cli::try_parse_from(["podns", "--attempt-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(ByteSize(8 << 20)));
+        assert_eq!(parse_size("0"), Ok(ByteSize(0)));
+        assert_eq!(parse_size("64kB"), Ok(ByteSize(64_000)));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8 parsecs").is_err());
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 
@@ -30,6 +33,13 @@ pub const TCP_FALLBACK_TOTAL: &str = "podns_upstream_tcp_fallback_total";
 pub const TCP_CONNECTIONS: &str = "podns_tcp_connections";
 pub const TCP_REJECTED_TOTAL: &str = "podns_tcp_connections_rejected_total";
 pub const BUILD_INFO: &str = "podns_build_info";
+pub const CACHE_ENTRIES: &str = "podns_cache_entries";
+pub const CACHE_BYTES: &str = "podns_cache_bytes";
+pub const CACHE_HITS_TOTAL: &str = "podns_cache_hits_total";
+pub const CACHE_MISSES_TOTAL: &str = "podns_cache_misses_total";
+pub const CACHE_EVICTIONS_TOTAL: &str = "podns_cache_evictions_total";
+pub const CACHE_PREFETCH_TOTAL: &str = "podns_cache_prefetch_total";
+pub const COALESCED_TOTAL: &str = "podns_coalesced_total";
 
 /// CoreDNS's latency buckets: 0.25 ms · 2ⁿ for n = 0..15, up to 8.192 s.
 pub fn duration_buckets() -> Vec<f64> {
@@ -67,8 +77,12 @@ pub enum Source {
 
 const SOURCES: [&str; 5] = ["upstream", "cache", "stale", "synthesized", "error"];
 const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
-const TYPES: [&str; 12] = ["A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other"];
-const RCODES: [&str; 8] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
+const TYPES: [&str; 12] = [
+    "A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other",
+];
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
+];
 
 /// Reasons a packet is dropped without a reply (`reason` label of `podns_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +118,9 @@ pub struct Metrics {
 const UPKEEP_EVERY: u64 = 8192;
 
 fn index_of(set: &[&str], label: &str) -> usize {
-    set.iter().position(|s| *s == label).unwrap_or(set.len() - 1)
+    set.iter()
+        .position(|s| *s == label)
+        .unwrap_or(set.len() - 1)
 }
 
 impl Metrics {
@@ -115,7 +131,9 @@ impl Metrics {
         for proto in ["udp", "tcp"] {
             for family in FAMILIES {
                 for t in TYPES {
-                    requests.push(counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t));
+                    requests.push(
+                        counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t),
+                    );
                 }
             }
         }
@@ -128,10 +146,14 @@ impl Metrics {
         let mut request_duration = Vec::with_capacity(2 * SOURCES.len());
         for proto in ["udp", "tcp"] {
             for s in SOURCES {
-                request_duration.push(histogram!(REQUEST_DURATION, "proto" => proto, "source" => s));
+                request_duration
+                    .push(histogram!(REQUEST_DURATION, "proto" => proto, "source" => s));
             }
         }
-        let dropped = DROPS.iter().map(|r| counter!(DROPPED_TOTAL, "reason" => *r)).collect();
+        let dropped = DROPS
+            .iter()
+            .map(|r| counter!(DROPPED_TOTAL, "reason" => *r))
+            .collect();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         Metrics {
             requests,
@@ -161,7 +183,8 @@ impl Metrics {
     pub fn response(&self, proto: Proto, source: Source, rcode: u16, elapsed: Duration) {
         let rc = index_of(&RCODES, wire::rcode_label(rcode));
         self.responses[rc * SOURCES.len() + source as usize].increment(1);
-        self.request_duration[proto as usize * SOURCES.len() + source as usize].record(elapsed.as_secs_f64());
+        self.request_duration[proto as usize * SOURCES.len() + source as usize]
+            .record(elapsed.as_secs_f64());
         self.sampled();
     }
 
@@ -200,8 +223,17 @@ pub struct UpstreamMetrics {
     durations: Vec<Histogram>,
 }
 
-const UPSTREAM_REASONS: [&str; 9] =
-    ["timeout", "refused", "servfail", "rcode_refused", "rcode", "io", "closed", "malformed", "mismatch"];
+const UPSTREAM_REASONS: [&str; 9] = [
+    "timeout",
+    "refused",
+    "servfail",
+    "rcode_refused",
+    "rcode",
+    "io",
+    "closed",
+    "malformed",
+    "mismatch",
+];
 
 impl UpstreamMetrics {
     pub fn new(to: &str) -> UpstreamMetrics {
@@ -232,6 +264,48 @@ impl UpstreamMetrics {
     }
 }
 
+/// Handles of the answer cache.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    /// `podns_cache_entries{kind="success"|"denial"}`.
+    pub entries: [Gauge; 2],
+    pub bytes: Gauge,
+    /// `podns_cache_hits_total{kind="success"|"denial"}`; stale hits are [`CacheMetrics::stale`].
+    pub hits: [Counter; 2],
+    pub stale: Counter,
+    pub misses: Counter,
+    pub evictions: Counter,
+    pub prefetch: Counter,
+    pub coalesced: Counter,
+}
+
+impl CacheMetrics {
+    pub fn new() -> CacheMetrics {
+        CacheMetrics {
+            entries: [
+                gauge!(CACHE_ENTRIES, "kind" => "success"),
+                gauge!(CACHE_ENTRIES, "kind" => "denial"),
+            ],
+            bytes: gauge!(CACHE_BYTES),
+            hits: [
+                counter!(CACHE_HITS_TOTAL, "kind" => "success"),
+                counter!(CACHE_HITS_TOTAL, "kind" => "denial"),
+            ],
+            stale: counter!(CACHE_HITS_TOTAL, "kind" => "stale"),
+            misses: counter!(CACHE_MISSES_TOTAL),
+            evictions: counter!(CACHE_EVICTIONS_TOTAL),
+            prefetch: counter!(CACHE_PREFETCH_TOTAL),
+            coalesced: counter!(COALESCED_TOTAL),
+        }
+    }
+}
+
+impl Default for CacheMetrics {
+    fn default() -> Self {
+        CacheMetrics::new()
+    }
+}
+
 /// Installs the Prometheus recorder with every histogram's buckets and the help texts, and
 /// returns the handle that renders `/metrics`.
 pub fn install() -> Result<PrometheusHandle, StartError> {
@@ -247,21 +321,87 @@ pub fn install() -> Result<PrometheusHandle, StartError> {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS_TOTAL, "Queries received from clients, by transport, client address family and query type.");
-    describe_counter!(RESPONSES_TOTAL, "Answers sent to clients, by rcode and by who produced them (upstream, cache, stale, synthesized, error).");
-    describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Time from receiving a client query to sending its answer.");
-    describe_counter!(UPSTREAM_REQUESTS_TOTAL, "Queries sent to each upstream, by transport.");
-    describe_histogram!(UPSTREAM_DURATION, metrics::Unit::Seconds, "Round-trip time of upstream exchanges that got a reply, by upstream and rcode.");
-    describe_counter!(UPSTREAM_ERRORS_TOTAL, "Failed upstream exchanges and rejected upstream packets, by upstream and reason.");
-    describe_gauge!(UPSTREAM_HEALTHY, "1 while an upstream is considered healthy, 0 while it is skipped.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Queries received from clients, by transport, client address family and query type."
+    );
+    describe_counter!(
+        RESPONSES_TOTAL,
+        "Answers sent to clients, by rcode and by who produced them (upstream, cache, stale, synthesized, error)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from receiving a client query to sending its answer."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS_TOTAL,
+        "Queries sent to each upstream, by transport."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Round-trip time of upstream exchanges that got a reply, by upstream and rcode."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS_TOTAL,
+        "Failed upstream exchanges and rejected upstream packets, by upstream and reason."
+    );
+    describe_gauge!(
+        UPSTREAM_HEALTHY,
+        "1 while an upstream is considered healthy, 0 while it is skipped."
+    );
     describe_gauge!(INFLIGHT, "Client queries currently waiting for an answer.");
-    describe_counter!(INFLIGHT_REJECTED_TOTAL, "Queries answered SERVFAIL at once because --max-inflight queries were in flight.");
+    describe_counter!(
+        INFLIGHT_REJECTED_TOTAL,
+        "Queries answered SERVFAIL at once because --max-inflight queries were in flight."
+    );
     describe_counter!(DROPPED_TOTAL, "Packets dropped without a reply, by reason.");
-    describe_counter!(TRUNCATED_TOTAL, "UDP answers sent truncated (TC) because they exceed the client's UDP size.");
-    describe_counter!(TCP_FALLBACK_TOTAL, "Truncated UDP replies from upstream retried over TCP.");
+    describe_counter!(
+        TRUNCATED_TOTAL,
+        "UDP answers sent truncated (TC) because they exceed the client's UDP size."
+    );
+    describe_counter!(
+        TCP_FALLBACK_TOTAL,
+        "Truncated UDP replies from upstream retried over TCP."
+    );
     describe_gauge!(TCP_CONNECTIONS, "Open TCP client connections.");
-    describe_counter!(TCP_REJECTED_TOTAL, "TCP client connections closed at once because --tcp-max-connections were open.");
-    describe_gauge!(BUILD_INFO, "Always 1; the version label says which podns runs.");
+    describe_counter!(
+        TCP_REJECTED_TOTAL,
+        "TCP client connections closed at once because --tcp-max-connections were open."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which podns runs."
+    );
+    describe_gauge!(
+        CACHE_ENTRIES,
+        "Entries in the answer cache, by kind (success, denial)."
+    );
+    describe_gauge!(
+        CACHE_BYTES,
+        "Bytes held by the answer cache (replies, keys and per-entry overhead)."
+    );
+    describe_counter!(
+        CACHE_HITS_TOTAL,
+        "Answers served from the cache, by kind (success, denial, stale)."
+    );
+    describe_counter!(
+        CACHE_MISSES_TOTAL,
+        "Cache lookups that found no live entry."
+    );
+    describe_counter!(
+        CACHE_EVICTIONS_TOTAL,
+        "Cache entries evicted to stay within --cache-size."
+    );
+    describe_counter!(
+        CACHE_PREFETCH_TOTAL,
+        "Background refreshes of popular entries in the last tenth of their TTL."
+    );
+    describe_counter!(
+        COALESCED_TOTAL,
+        "Queries that joined an identical upstream query already in flight instead of sending their own."
+    );
 }
 
 /// Drains histogram sample buffers whenever [`Metrics::sampled`] signals; sleeps otherwise.

@@ -10,8 +10,11 @@ use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, Proto, Source};
 use crate::policy::{Admission, ParsedQuery, admit};
-use crate::upstream::Upstreams;
-use crate::wire::{HEADER_LEN, error_reply, find_opt, parse_question, rcode, restore_question, strip_opt, truncated_reply};
+use crate::resolver::Resolver;
+use crate::wire::{
+    HEADER_LEN, Header, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode,
+    restore_question, strip_opt, truncated_reply, write_opt,
+};
 
 /// What admission decided for one packet.
 pub enum Admitted {
@@ -47,7 +50,7 @@ impl Drop for InflightGuard {
 
 /// The service behind the listeners.
 pub struct Handler {
-    pub upstreams: Upstreams,
+    pub resolver: Arc<Resolver>,
     pub metrics: Arc<Metrics>,
     inflight: AtomicU32,
     max_inflight: u32,
@@ -55,20 +58,40 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(upstreams: Upstreams, metrics: Arc<Metrics>, max_inflight: u32) -> Handler {
-        Handler { upstreams, metrics, inflight: AtomicU32::new(0), max_inflight, idle: Notify::new() }
+    pub fn new(resolver: Arc<Resolver>, metrics: Arc<Metrics>, max_inflight: u32) -> Handler {
+        Handler {
+            resolver,
+            metrics,
+            inflight: AtomicU32::new(0),
+            max_inflight,
+            idle: Notify::new(),
+        }
     }
 
     /// Admits the packet `msg` from a client. Immediate answers are written to `out`.
-    pub fn admit(self: &Arc<Self>, msg: &[u8], proto: Proto, ipv6: bool, out: &mut BytesMut) -> Admitted {
+    pub fn admit(
+        self: &Arc<Self>,
+        msg: &[u8],
+        proto: Proto,
+        ipv6: bool,
+        out: &mut BytesMut,
+    ) -> Admitted {
         match admit(msg) {
             Admission::Drop(why) => {
                 self.metrics.dropped(why);
                 Admitted::Dropped
             }
-            Admission::Reject { header, rcode, question, opt } => {
+            Admission::Reject {
+                header,
+                rcode,
+                question,
+                opt,
+            } => {
                 error_reply(msg, &header, question.as_ref(), rcode, opt.as_ref(), out);
-                Admitted::Answered { rcode, source: Source::Error }
+                Admitted::Answered {
+                    rcode,
+                    source: Source::Error,
+                }
             }
             Admission::Query(q) => {
                 self.metrics.request(proto, ipv6, q.question.qtype);
@@ -76,56 +99,114 @@ impl Handler {
                 if n >= self.max_inflight {
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
                     self.metrics.inflight_rejected.increment(1);
-                    error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
-                    return Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error };
+                    error_reply(
+                        msg,
+                        &q.header,
+                        Some(&q.question),
+                        rcode::SERVFAIL,
+                        q.opt.as_ref(),
+                        out,
+                    );
+                    return Admitted::Answered {
+                        rcode: rcode::SERVFAIL,
+                        source: Source::Error,
+                    };
                 }
                 self.metrics.inflight.set(f64::from(n + 1));
-                Admitted::Forward(q, InflightGuard { handler: self.clone() })
+                Admitted::Forward(
+                    q,
+                    InflightGuard {
+                        handler: self.clone(),
+                    },
+                )
             }
         }
     }
 
-    /// Answers an admitted query from upstream. `msg` is the client's query; its ID is
-    /// overwritten on the way (the parsed header keeps the client's).
+    /// Answers an admitted query. `msg` is the client's query; its ID is overwritten on the
+    /// way (the parsed header keeps the client's).
     pub async fn forward(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
-        match self.upstreams.resolve(msg, q, proto == Proto::Tcp).await {
-            Ok(ex) => {
-                let mut reply = ex.reply;
-                let client_name = &msg[HEADER_LEN..q.question.name_end];
-                match parse_question(&reply) {
-                    Ok(rq) if restore_question(&mut reply, &rq, q.header.id, client_name) => {
-                        let mut header = ex.header;
-                        // Only replies with additional records can carry an OPT: the common
-                        // reply skips the walk.
-                        let opt = if header.arcount > 0 { find_opt(&reply, &header, rq.end).ok().flatten() } else { None };
-                        if let (None, Some(o)) = (q.opt, opt) {
-                            strip_opt(&mut reply, &mut header, &o);
-                        }
-                        if proto == Proto::Udp && reply.len() > q.max_udp_reply() {
-                            self.metrics.truncated.increment(1);
-                            let mut out = BytesMut::with_capacity(rq.end + 16);
-                            truncated_reply(&reply, &header, &rq, opt.filter(|_| q.opt.is_some()).as_ref(), &mut out);
-                            crate::wire::set_id(&mut out, q.header.id);
-                            reply = out;
-                        }
-                        Answer { bytes: reply, rcode: ex.header.rcode(), source: Source::Upstream }
-                    }
-                    // The pending map checked the question already; this cannot happen, but a
-                    // wrong answer is worse than an honest failure.
-                    _ => self.servfail(msg, q),
-                }
-            }
+        match self.resolver.resolve(msg, q, proto == Proto::Tcp).await {
+            Ok(r) => match self.shape(r.reply, msg, q, proto) {
+                Some((bytes, rcode)) => Answer {
+                    bytes,
+                    rcode,
+                    source: r.source,
+                },
+                // The question was checked on the way in; a reply that still does not fit it
+                // is an internal error, and a wrong answer is worse than an honest failure.
+                None => self.servfail(msg, q),
+            },
             Err(e) => {
-                tracing::debug!(error = %e, name = %crate::wire::to_dotted(&msg[HEADER_LEN..q.question.name_end]), "upstream resolution failed");
+                tracing::debug!(error = %e, name = %crate::wire::to_dotted(&msg[HEADER_LEN..q.question.name_end]), "resolution failed");
                 self.servfail(msg, q)
             }
         }
     }
 
+    /// Makes `reply` the client's: its ID and question case, an OPT record exactly when the
+    /// query had one (RFC 6891 §7), and TC when it exceeds the client's UDP size.
+    pub fn shape(
+        &self,
+        mut reply: BytesMut,
+        msg: &[u8],
+        q: &ParsedQuery,
+        proto: Proto,
+    ) -> Option<(BytesMut, u16)> {
+        let rq = parse_question(&reply).ok()?;
+        if !restore_question(
+            &mut reply,
+            &rq,
+            q.header.id,
+            &msg[HEADER_LEN..q.question.name_end],
+        ) {
+            return None;
+        }
+        let mut header = Header::parse(&reply).ok()?;
+        // Only replies with additional records can carry an OPT: the common reply skips the walk.
+        let opt = if header.arcount > 0 {
+            find_opt(&reply, &header, rq.end).ok().flatten()
+        } else {
+            None
+        };
+        match (q.opt, opt) {
+            (None, Some(o)) => strip_opt(&mut reply, &mut header, &o),
+            (Some(co), None) => {
+                write_opt(&mut reply, OUR_UDP_SIZE, 0, co.dnssec_ok);
+                header.arcount += 1;
+                reply[10..12].copy_from_slice(&header.arcount.to_be_bytes());
+            }
+            _ => {}
+        }
+        if proto == Proto::Udp && reply.len() > q.max_udp_reply() {
+            self.metrics.truncated.increment(1);
+            let opt = if q.opt.is_some() {
+                find_opt(&reply, &header, rq.end).ok().flatten()
+            } else {
+                None
+            };
+            let mut out = BytesMut::with_capacity(rq.end + 16);
+            truncated_reply(&reply, &header, &rq, opt.as_ref(), &mut out);
+            reply = out;
+        }
+        Some((reply, header.rcode()))
+    }
+
     fn servfail(&self, msg: &[u8], q: &ParsedQuery) -> Answer {
         let mut out = BytesMut::with_capacity(q.question.end + 11);
-        error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut out);
-        Answer { bytes: out, rcode: rcode::SERVFAIL, source: Source::Error }
+        error_reply(
+            msg,
+            &q.header,
+            Some(&q.question),
+            rcode::SERVFAIL,
+            q.opt.as_ref(),
+            &mut out,
+        );
+        Answer {
+            bytes: out,
+            rcode: rcode::SERVFAIL,
+            source: Source::Error,
+        }
     }
 
     /// Queries in flight now.

@@ -19,10 +19,12 @@ use tokio::sync::watch;
 pub use handler::{Admitted, Answer, Handler, InflightGuard};
 pub use tcp::TcpLimits;
 
+use crate::cache::{Cache, CacheConfig};
 use crate::config::RunArgs;
 use crate::error::StartError;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheMetrics, Metrics};
 use crate::policy::{Admission, admit};
+use crate::resolver::Resolver;
 use crate::upstream::{UpstreamConfig, Upstreams};
 use crate::wire::{Name, rtype, write_query};
 
@@ -40,7 +42,7 @@ impl Readiness {
             Err("draining")
         } else if !self.bound.load(Ordering::Acquire) {
             Err("listeners not bound yet")
-        } else if !self.handler.upstreams.has_answered() {
+        } else if !self.handler.resolver.upstreams.has_answered() {
             Err("no upstream has answered yet")
         } else {
             Ok(())
@@ -75,13 +77,17 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Asks the cluster domain's SOA until some upstream answers, so `/ready` turns 200 without
 /// waiting for client traffic. Stops at the first answer: an idle ready pod sends nothing.
 async fn probe_until_answered(handler: Arc<Handler>, cluster_domain: Name) {
-    while !handler.upstreams.has_answered() {
+    while !handler.resolver.upstreams.has_answered() {
         let mut q = BytesMut::with_capacity(64);
         write_query(rand::random(), cluster_domain.wire(), rtype::SOA, &mut q);
         if let Admission::Query(parsed) = admit(&q) {
-            let _ = handler.upstreams.resolve(&mut q, &parsed, false).await;
+            let _ = handler
+                .resolver
+                .upstreams
+                .resolve(&mut q, &parsed, false)
+                .await;
         }
-        if !handler.upstreams.has_answered() {
+        if !handler.resolver.upstreams.has_answered() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -102,7 +108,10 @@ async fn shutdown_signal() {
 pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     if let Some(p) = &prometheus {
-        tokio::spawn(crate::metrics::upkeep_task(p.clone(), metrics.upkeep_signal()));
+        tokio::spawn(crate::metrics::upkeep_task(
+            p.clone(),
+            metrics.upkeep_signal(),
+        ));
     }
     let upstreams = Upstreams::new(
         &UpstreamConfig {
@@ -115,25 +124,70 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         },
         metrics.tcp_fallback.clone(),
     );
-    let handler = Arc::new(Handler::new(upstreams, metrics.clone(), args.max_inflight));
-    let ready = Arc::new(Readiness { bound: AtomicBool::new(false), draining: AtomicBool::new(false), handler: handler.clone() });
+    let cache_metrics = CacheMetrics::new();
+    let cache = Cache::new(
+        CacheConfig {
+            max_bytes: args.cache_size.0,
+            min_ttl: args.cache_min_ttl,
+            max_ttl: args.cache_max_ttl,
+            max_negative_ttl: args.cache_max_negative_ttl,
+            serve_stale: args.serve_stale,
+        },
+        cache_metrics.clone(),
+    );
+    let resolver = Arc::new(Resolver::new(
+        upstreams,
+        cache,
+        args.servfail_ttl,
+        cache_metrics,
+    ));
+    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight));
+    let ready = Arc::new(Readiness {
+        bound: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        handler: handler.clone(),
+    });
 
     if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
-        let l = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "http", addr, source })?;
+        let l = bind_tcp(addr).map_err(|source| StartError::Bind {
+            proto: "http",
+            addr,
+            source,
+        })?;
         tracing::info!(proto = %"http", addr = %l.local_addr().unwrap_or(addr), "listening");
         tokio::spawn(http::serve(l, p, ready.clone()));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = TcpLimits { max_connections: args.tcp_max_connections, idle: args.tcp_idle_timeout };
+    let limits = TcpLimits {
+        max_connections: args.tcp_max_connections,
+        idle: args.tcp_idle_timeout,
+    };
     let mut tasks = Vec::new();
     for &addr in &args.listen {
-        let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
-        let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
+        let u = bind_udp(addr).map_err(|source| StartError::Bind {
+            proto: "udp",
+            addr,
+            source,
+        })?;
+        let t = bind_tcp(addr).map_err(|source| StartError::Bind {
+            proto: "tcp",
+            addr,
+            source,
+        })?;
         tracing::info!(proto = %"udp", addr = %u.local_addr().unwrap_or(addr), "listening");
         tracing::info!(proto = %"tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
-        tasks.push(tokio::spawn(udp::serve(Arc::new(u), handler.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(tcp::serve(t, handler.clone(), limits, stop_rx.clone())));
+        tasks.push(tokio::spawn(udp::serve(
+            Arc::new(u),
+            handler.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(tcp::serve(
+            t,
+            handler.clone(),
+            limits,
+            stop_rx.clone(),
+        )));
     }
     for up in &args.upstream {
         tracing::info!(addr = %up, "upstream");
@@ -152,7 +206,11 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     for t in tasks {
         let _ = t.await;
     }
-    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
+    let _ = tokio::time::timeout(
+        args.query_timeout + Duration::from_millis(100),
+        handler.wait_idle(),
+    )
+    .await;
     tracing::info!("drained; exiting");
     Ok(())
 }

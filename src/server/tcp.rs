@@ -25,7 +25,12 @@ pub struct TcpLimits {
 }
 
 /// Accepts connections on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimits, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    limits: TcpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
     let open = Arc::new(AtomicU32::new(0));
     loop {
         let stream = tokio::select! {
@@ -79,7 +84,12 @@ async fn write_frame(w: &Mutex<OwnedWriteHalf>, msg: &[u8]) -> std::io::Result<(
     w.lock().await.write_all(&frame).await
 }
 
-async fn connection(stream: TcpStream, handler: &Arc<Handler>, idle: Duration, mut stop: watch::Receiver<bool>) -> Result<(), ClientError> {
+async fn connection(
+    stream: TcpStream,
+    handler: &Arc<Handler>,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ClientError> {
     let _ = stream.set_nodelay(true);
     let ipv6 = stream.peer_addr().is_ok_and(|a| a.is_ipv6());
     let (mut r, w) = stream.into_split();
@@ -112,7 +122,9 @@ async fn connection(stream: TcpStream, handler: &Arc<Handler>, idle: Duration, m
                     handler.metrics.dropped(Drop::SendFailed);
                     return Ok(());
                 }
-                handler.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
+                handler
+                    .metrics
+                    .response(Proto::Tcp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 busy.fetch_add(1, Ordering::AcqRel);
@@ -122,7 +134,12 @@ async fn connection(stream: TcpStream, handler: &Arc<Handler>, idle: Duration, m
                     if write_frame(&w, &answer.bytes).await.is_err() {
                         handler.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
+                    handler.metrics.response(
+                        Proto::Tcp,
+                        answer.source,
+                        answer.rcode,
+                        started.elapsed(),
+                    );
                     busy.fetch_sub(1, Ordering::AcqRel);
                     drop(guard);
                 });

@@ -41,7 +41,9 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
                 if sock.send_to(&out, peer).await.is_err() {
                     handler.metrics.dropped(Drop::SendFailed);
                 }
-                handler.metrics.response(Proto::Udp, source, rcode, started.elapsed());
+                handler
+                    .metrics
+                    .response(Proto::Udp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 if slab.capacity() < n {
@@ -56,7 +58,12 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
                     if sock.send_to(&answer.bytes, peer).await.is_err() {
                         handler.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(Proto::Udp, answer.source, answer.rcode, started.elapsed());
+                    handler.metrics.response(
+                        Proto::Udp,
+                        answer.source,
+                        answer.rcode,
+                        started.elapsed(),
+                    );
                     drop(guard);
                 });
             }

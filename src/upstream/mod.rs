@@ -72,7 +72,13 @@ impl Upstreams {
                 metrics.healthy.set(1.0);
                 Upstream {
                     addr,
-                    udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
+                    udp: udp::UdpPool::new(
+                        addr,
+                        cfg.sockets,
+                        cfg.rotate,
+                        cfg.query_timeout,
+                        metrics.clone(),
+                    ),
                     tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
                     health: Health::new(),
                     metrics,
@@ -100,7 +106,11 @@ impl Upstreams {
         let k = k % n;
         let healthy = self.list.iter().filter(|u| u.health.is_up(now)).count();
         if k < healthy {
-            self.list.iter().filter(|u| u.health.is_up(now)).nth(k).expect("counted")
+            self.list
+                .iter()
+                .filter(|u| u.health.is_up(now))
+                .nth(k)
+                .expect("counted")
         } else {
             let mut down: [(Instant, usize); 16] = [(now, 0); 16];
             let mut m = 0;
@@ -118,7 +128,12 @@ impl Upstreams {
 
     /// Resolves `query` (parsed as `parsed`) upstream. `tcp` says the client came over TCP, so
     /// the upstream is asked over TCP too. The query's ID is overwritten per attempt.
-    pub async fn resolve(&self, query: &mut [u8], parsed: &ParsedQuery, tcp: bool) -> Result<Exchange, ResolveError> {
+    pub async fn resolve(
+        &self,
+        query: &mut [u8],
+        parsed: &ParsedQuery,
+        tcp: bool,
+    ) -> Result<Exchange, ResolveError> {
         let started = Instant::now();
         let deadline = started + self.query_timeout;
         let question = HEADER_LEN..parsed.question.end;
@@ -133,9 +148,13 @@ impl Upstreams {
             let timeout = self.attempt_timeout.min(deadline - now);
             let sent = Instant::now();
             let result = if tcp {
-                up.tcp.exchange(query, question.clone(), name_len, timeout).await
+                up.tcp
+                    .exchange(query, question.clone(), name_len, timeout)
+                    .await
             } else {
-                up.udp.exchange(query, question.clone(), name_len, timeout).await
+                up.udp
+                    .exchange(query, question.clone(), name_len, timeout)
+                    .await
             };
             let reply = match result {
                 Ok(reply) => reply,
@@ -153,13 +172,29 @@ impl Upstreams {
             up.metrics.answered(header.rcode(), sent.elapsed());
             up.health.success(&up.metrics.healthy);
             self.answered.store(true, Ordering::Relaxed);
-            let mut ex = Exchange { reply, header, from: up.addr };
+            let mut ex = Exchange {
+                reply,
+                header,
+                from: up.addr,
+            };
             if header.tc() && !tcp {
                 self.tcp_fallback.increment(1);
-                let left = deadline.saturating_duration_since(Instant::now()).min(self.attempt_timeout);
-                match up.tcp.exchange(query, question.clone(), name_len, left).await {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(self.attempt_timeout);
+                match up
+                    .tcp
+                    .exchange(query, question.clone(), name_len, left)
+                    .await
+                {
                     Ok(full) => match Header::parse(&full) {
-                        Ok(h) => ex = Exchange { reply: full, header: h, from: up.addr },
+                        Ok(h) => {
+                            ex = Exchange {
+                                reply: full,
+                                header: h,
+                                from: up.addr,
+                            }
+                        }
                         Err(_) => up.metrics.error("malformed"),
                     },
                     // The truncated reply still tells the client to retry over TCP itself.

@@ -18,7 +18,9 @@ pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_
 pub use opt::{Opt, find_opt};
 pub use question::{Question, parse_question, write_query};
 pub use records::{RecordRef, Records, Section, min_ttl, rewrite_ttls};
-pub use reply::{OUR_UDP_SIZE, error_reply, restore_question, strip_opt, truncated_reply, write_opt};
+pub use reply::{
+    OUR_UDP_SIZE, error_reply, restore_question, strip_opt, truncated_reply, write_opt,
+};
 
 /// Record and query types podns refers to by name.
 pub mod rtype {
@@ -77,7 +79,7 @@ pub enum WireError {
 
 /// Reads a big-endian u16 at `at`.
 #[inline]
-pub(crate) fn read_u16(msg: &[u8], at: usize) -> Result<u16, WireError> {
+pub fn read_u16(msg: &[u8], at: usize) -> Result<u16, WireError> {
     match msg.get(at..at + 2) {
         Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
         None => Err(WireError::Short),
@@ -86,7 +88,7 @@ pub(crate) fn read_u16(msg: &[u8], at: usize) -> Result<u16, WireError> {
 
 /// Reads a big-endian u32 at `at`.
 #[inline]
-pub(crate) fn read_u32(msg: &[u8], at: usize) -> Result<u32, WireError> {
+pub fn read_u32(msg: &[u8], at: usize) -> Result<u32, WireError> {
     match msg.get(at..at + 4) {
         Some(b) => Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         None => Err(WireError::Short),

@@ -51,8 +51,19 @@ pub fn error_reply(
 
 /// Writes the truncated form of `reply` (TC set, no records but its OPT) for a client whose UDP
 /// size it exceeds (RFC 1035 §4.2.1, RFC 6891 §7): the client retries over TCP.
-pub fn truncated_reply(reply: &[u8], header: &Header, question: &Question, opt: Option<&Opt>, out: &mut impl BufMut) {
-    let mut h = Header { ancount: 0, nscount: 0, arcount: opt.is_some() as u16, ..*header };
+pub fn truncated_reply(
+    reply: &[u8],
+    header: &Header,
+    question: &Question,
+    opt: Option<&Opt>,
+    out: &mut impl BufMut,
+) {
+    let mut h = Header {
+        ancount: 0,
+        nscount: 0,
+        arcount: opt.is_some() as u16,
+        ..*header
+    };
     h.set_tc();
     let mut raw = [0u8; HEADER_LEN];
     h.write(&mut raw);
@@ -79,7 +90,12 @@ pub fn strip_opt(reply: &mut bytes::BytesMut, header: &mut Header, opt: &Opt) {
 
 /// Gives the client its ID and the exact letter case of its question name back. The reply's
 /// question was checked to be the same name case-insensitively, so lengths agree.
-pub fn restore_question(reply: &mut [u8], reply_question: &Question, client_id: u16, client_name: &[u8]) -> bool {
+pub fn restore_question(
+    reply: &mut [u8],
+    reply_question: &Question,
+    client_id: u16,
+    client_name: &[u8],
+) -> bool {
     let name = &mut reply[HEADER_LEN..reply_question.name_end];
     if name.len() != client_name.len() {
         return false;
@@ -112,9 +128,15 @@ mod tests {
         assert_eq!(rh.id, 0xabcd);
         assert!(rh.qr() && rh.rd() && rh.cd() && rh.ra());
         assert_eq!((rh.rcode(), rh.qdcount, rh.arcount), (0, 1, 1));
-        let ropt = find_opt(&out, &rh, parse_question(&out).unwrap().end).unwrap().unwrap();
+        let ropt = find_opt(&out, &rh, parse_question(&out).unwrap().end)
+            .unwrap()
+            .unwrap();
         assert_eq!((ropt.ext_rcode, ropt.version, ropt.dnssec_ok), (1, 0, true));
-        assert_eq!(&out[12..qq.end], &q[12..qq.end], "question echoed with its case");
+        assert_eq!(
+            &out[12..qq.end],
+            &q[12..qq.end],
+            "question echoed with its case"
+        );
     }
 
     #[test]
@@ -133,7 +155,10 @@ mod tests {
         let mut r = query_with_opt();
         r[2] |= 0x80;
         r[7] = 1; // pretend one answer follows
-        let h = Header { ancount: 0, ..Header::parse(&r).unwrap() };
+        let h = Header {
+            ancount: 0,
+            ..Header::parse(&r).unwrap()
+        };
         let qq = parse_question(&r).unwrap();
         let opt = find_opt(&r, &h, qq.end).unwrap().unwrap();
         let mut out = Vec::new();
