@@ -149,6 +149,11 @@ impl Entry {
         out
     }
 
+    /// The reply's response code.
+    pub fn rcode(&self) -> u16 {
+        Header::parse(&self.wire).map_or(rcode::SERVFAIL, |h| h.rcode())
+    }
+
     /// Claims the right to refresh this entry in the background; true for the first caller.
     pub fn claim_prefetch(&self) -> bool {
         !self.prefetching.swap(true, Ordering::AcqRel)
@@ -295,6 +300,11 @@ impl Cache {
             self.metrics.misses.increment(1);
             Lookup::Miss
         }
+    }
+
+    /// A live entry for `key`, without counting a hit or miss (for podns's own decisions).
+    pub fn peek_fresh(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
+        self.inner.peek(key).filter(|e| now < e.expires())
     }
 
     /// Counts a stale entry actually served.

@@ -114,9 +114,64 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_SERVE_STALE", default_value = "1h", value_parser = parse_duration)]
     pub serve_stale: Duration,
 
+    /// AAAA handling: fix (answer from the A outcome when upstream fails AAAA), nodata (never
+    /// ask AAAA; NODATA, or NXDOMAIN where the name does not exist), auto (nodata without global
+    /// IPv6, else fix), forward (plain forwarding).
+    #[arg(long, env = "PODNS_AAAA", value_enum, default_value = "fix")]
+    pub aaaa: crate::policy::aaaa::AaaaMode,
+
+    /// In fix mode: once the A query for the name has succeeded, wait this long for the
+    /// upstream's AAAA answer before answering NODATA.
+    #[arg(long, env = "PODNS_AAAA_TIMEOUT", default_value = "400ms", value_parser = parse_duration)]
+    pub aaaa_timeout: Duration,
+
+    /// TTL (and SOA MINIMUM) of synthesized NODATA/NXDOMAIN answers (5s when the cause was a
+    /// timeout).
+    #[arg(long, env = "PODNS_SYNTH_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub synth_ttl: Duration,
+
+    /// Names that always get NODATA for the synthesized types: a domain suffix (example.com) or
+    /// a regex (^postgresql-primary\.) over the lower-case name (repeatable).
+    #[arg(long = "aaaa-nodata-for", env = "PODNS_AAAA_NODATA_FOR", value_delimiter = ',', value_parser = crate::policy::aaaa::NamePattern::parse)]
+    pub aaaa_nodata_for: Vec<crate::policy::aaaa::NamePattern>,
+
+    /// Query types the AAAA handling applies to (AAAA, HTTPS, SVCB, or TYPEnnn).
+    #[arg(long, env = "PODNS_SYNTHESIZE_TYPES", value_delimiter = ',', default_value = "AAAA", value_parser = parse_qtype)]
+    pub synthesize_types: Vec<u16>,
+
     /// Cluster domain of the Kubernetes cluster; its SOA is what the readiness probe asks.
     #[arg(long, env = "PODNS_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+}
+
+/// Parses a query type name (A, AAAA, HTTPS, SVCB, MX, TXT, ...) or `TYPEnnn`.
+pub fn parse_qtype(s: &str) -> Result<u16, String> {
+    use crate::wire::rtype;
+    let u = s.trim().to_ascii_uppercase();
+    let t = match u.as_str() {
+        "A" => rtype::A,
+        "AAAA" => rtype::AAAA,
+        "HTTPS" => rtype::HTTPS,
+        "SVCB" => rtype::SVCB,
+        "MX" => rtype::MX,
+        "TXT" => rtype::TXT,
+        "SRV" => rtype::SRV,
+        "PTR" => rtype::PTR,
+        "CNAME" => rtype::CNAME,
+        "NS" => rtype::NS,
+        "SOA" => rtype::SOA,
+        _ => u
+            .strip_prefix("TYPE")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("`{s}` is not a query type like AAAA, HTTPS or TYPE65"))?,
+    };
+    if t == rtype::A {
+        return Err(
+            "A is the reference the synthesized answers are derived from; it cannot be synthesized"
+                .into(),
+        );
+    }
+    Ok(t)
 }
 
 /// A size in bytes.
@@ -229,6 +284,9 @@ impl RunArgs {
                     humantime::format_duration(self.query_timeout)
                 ),
             ));
+        }
+        if self.synth_ttl.is_zero() {
+            return Err(("--synth-ttl", "must be greater than zero".into()));
         }
         if self.cache_min_ttl > self.cache_max_ttl {
             return Err(("--cache-min-ttl", "is longer than --cache-max-ttl".into()));

@@ -40,6 +40,7 @@ pub const CACHE_MISSES_TOTAL: &str = "podns_cache_misses_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "podns_cache_evictions_total";
 pub const CACHE_PREFETCH_TOTAL: &str = "podns_cache_prefetch_total";
 pub const COALESCED_TOTAL: &str = "podns_coalesced_total";
+pub const SYNTHESIZED_TOTAL: &str = "podns_synthesized_total";
 
 /// CoreDNS's latency buckets: 0.25 ms · 2ⁿ for n = 0..15, up to 8.192 s.
 pub fn duration_buckets() -> Vec<f64> {
@@ -95,6 +96,8 @@ pub enum Drop {
     SendFailed = 2,
 }
 
+const SYNTH_REASONS: [&str; 5] = ["servfail", "refused", "timeout", "rule", "no_ipv6"];
+
 const DROPS: [&str; 3] = ["short", "response", "send_failed"];
 
 /// Pre-registered handles for the per-packet path.
@@ -109,6 +112,7 @@ pub struct Metrics {
     pub tcp_fallback: Counter,
     pub tcp_connections: Gauge,
     pub tcp_rejected: Counter,
+    synthesized: Vec<Counter>,
     samples: AtomicU64,
     upkeep: Arc<Notify>,
 }
@@ -166,6 +170,14 @@ impl Metrics {
             tcp_fallback: counter!(TCP_FALLBACK_TOTAL),
             tcp_connections: gauge!(TCP_CONNECTIONS),
             tcp_rejected: counter!(TCP_REJECTED_TOTAL),
+            synthesized: TYPES
+                .iter()
+                .flat_map(|t| {
+                    SYNTH_REASONS
+                        .iter()
+                        .map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
+                })
+                .collect(),
             samples: AtomicU64::new(0),
             upkeep: Arc::new(Notify::new()),
         }
@@ -186,6 +198,14 @@ impl Metrics {
         self.request_duration[proto as usize * SOURCES.len() + source as usize]
             .record(elapsed.as_secs_f64());
         self.sampled();
+    }
+
+    /// Counts an answer the AAAA handling synthesized.
+    #[inline]
+    pub fn synthesized(&self, qtype: u16, reason: crate::policy::aaaa::Reason) {
+        let t = index_of(&TYPES, wire::type_label(qtype));
+        let r = index_of(&SYNTH_REASONS, reason.label());
+        self.synthesized[t * SYNTH_REASONS.len() + r].increment(1);
     }
 
     /// Counts a packet dropped without a reply.

@@ -1,6 +1,7 @@
 //! Decisions on parsed queries. Pure functions of a message and its context: no sockets, and
 //! time, where it matters, comes in as an argument.
 
+pub mod aaaa;
 mod admit;
 
 pub use admit::{Admission, ParsedQuery, admit};

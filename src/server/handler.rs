@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, Proto, Source};
+use crate::policy::aaaa::{AaaaPolicy, Plan};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::Resolver;
 use crate::wire::{
@@ -52,16 +53,25 @@ impl Drop for InflightGuard {
 pub struct Handler {
     pub resolver: Arc<Resolver>,
     pub metrics: Arc<Metrics>,
+    pub(super) aaaa: AaaaPolicy,
+    pub(super) ipv6: super::aaaa::Ipv6State,
     inflight: AtomicU32,
     max_inflight: u32,
     idle: Notify,
 }
 
 impl Handler {
-    pub fn new(resolver: Arc<Resolver>, metrics: Arc<Metrics>, max_inflight: u32) -> Handler {
+    pub fn new(
+        resolver: Arc<Resolver>,
+        metrics: Arc<Metrics>,
+        max_inflight: u32,
+        aaaa: AaaaPolicy,
+    ) -> Handler {
         Handler {
             resolver,
             metrics,
+            aaaa,
+            ipv6: super::aaaa::Ipv6State::default(),
             inflight: AtomicU32::new(0),
             max_inflight,
             idle: Notify::new(),
@@ -126,21 +136,39 @@ impl Handler {
     /// Answers an admitted query. `msg` is the client's query; its ID is overwritten on the
     /// way (the parsed header keeps the client's).
     pub async fn forward(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
+        let has_v6 = || self.ipv6.has_global(tokio::time::Instant::now());
+        let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto && has_v6();
+        match self.aaaa.plan(q.question.name(msg), q.question.qtype, v6) {
+            Plan::Forward => {}
+            Plan::Fix => return self.forward_fixing(msg, q, proto).await,
+            Plan::FromA(reason) => return self.answer_from_a(msg, q, reason).await,
+        }
         match self.resolver.resolve(msg, q, proto == Proto::Tcp).await {
-            Ok(r) => match self.shape(r.reply, msg, q, proto) {
-                Some((bytes, rcode)) => Answer {
-                    bytes,
-                    rcode,
-                    source: r.source,
-                },
-                // The question was checked on the way in; a reply that still does not fit it
-                // is an internal error, and a wrong answer is worse than an honest failure.
-                None => self.servfail(msg, q),
-            },
+            Ok(r) => self.answer(r, msg, q, proto),
             Err(e) => {
                 tracing::debug!(error = %e, name = %crate::wire::to_dotted(&msg[HEADER_LEN..q.question.name_end]), "resolution failed");
                 self.servfail(msg, q)
             }
+        }
+    }
+
+    /// The client's answer from a resolved reply.
+    pub(super) fn answer(
+        &self,
+        r: crate::resolver::Resolved,
+        msg: &[u8],
+        q: &ParsedQuery,
+        proto: Proto,
+    ) -> Answer {
+        match self.shape(r.reply, msg, q, proto) {
+            Some((bytes, rcode)) => Answer {
+                bytes,
+                rcode,
+                source: r.source,
+            },
+            // The question was checked on the way in; a reply that still does not fit it is an
+            // internal error, and a wrong answer is worse than an honest failure.
+            None => self.servfail(msg, q),
         }
     }
 
@@ -192,7 +220,7 @@ impl Handler {
         Some((reply, header.rcode()))
     }
 
-    fn servfail(&self, msg: &[u8], q: &ParsedQuery) -> Answer {
+    pub(super) fn servfail(&self, msg: &[u8], q: &ParsedQuery) -> Answer {
         let mut out = BytesMut::with_capacity(q.question.end + 11);
         error_reply(
             msg,

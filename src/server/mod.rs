@@ -1,5 +1,6 @@
 //! Listeners and the process lifecycle: bind, serve, become ready, drain on SIGTERM.
 
+mod aaaa;
 mod handler;
 pub mod http;
 mod tcp;
@@ -23,6 +24,7 @@ use crate::cache::{Cache, CacheConfig};
 use crate::config::RunArgs;
 use crate::error::StartError;
 use crate::metrics::{CacheMetrics, Metrics};
+use crate::policy::aaaa::AaaaPolicy;
 use crate::policy::{Admission, admit};
 use crate::resolver::Resolver;
 use crate::upstream::{UpstreamConfig, Upstreams};
@@ -141,7 +143,19 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         args.servfail_ttl,
         cache_metrics,
     ));
-    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight));
+    let aaaa = AaaaPolicy {
+        mode: args.aaaa,
+        types: args.synthesize_types.clone(),
+        nodata_for: args.aaaa_nodata_for.clone(),
+        synth_ttl: args.synth_ttl,
+        timeout: args.aaaa_timeout,
+    };
+    let handler = Arc::new(Handler::new(
+        resolver,
+        metrics.clone(),
+        args.max_inflight,
+        aaaa,
+    ));
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),

@@ -19,7 +19,8 @@ pub use opt::{Opt, find_opt};
 pub use question::{Question, parse_question, write_query};
 pub use records::{RecordRef, Records, Section, min_ttl, rewrite_ttls};
 pub use reply::{
-    OUR_UDP_SIZE, error_reply, restore_question, strip_opt, truncated_reply, write_opt,
+    OUR_UDP_SIZE, error_reply, negative_reply, restore_question, strip_opt, truncated_reply,
+    write_opt,
 };
 
 /// Record and query types podns refers to by name.

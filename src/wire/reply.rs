@@ -49,6 +49,51 @@ pub fn error_reply(
     }
 }
 
+/// Primary server named in synthesized SOA records: a name that can never exist (RFC 6761).
+const SYNTH_MNAME: &[u8] = b"\x05podns\x07invalid\x00";
+/// Responsible mailbox named in synthesized SOA records.
+const SYNTH_RNAME: &[u8] = b"\x0ahostmaster\x05podns\x07invalid\x00";
+
+/// Writes a negative answer podns synthesizes (NODATA as NOERROR, or NXDOMAIN) to the query
+/// `msg`: the question echoed in the client's case, no answers, and in the authority section an
+/// SOA owned by the query name whose TTL and MINIMUM are `ttl`, so resolvers cache the denial
+/// for that long (RFC 2308 §5); an OPT record exactly when the query had one.
+pub fn negative_reply(
+    msg: &[u8],
+    header: &Header,
+    question: &Question,
+    rcode: u16,
+    ttl: u32,
+    query_opt: Option<&Opt>,
+    out: &mut impl BufMut,
+) {
+    let h = Header {
+        id: header.id,
+        flags: Header::response_flags(header, rcode & 0xf),
+        qdcount: 1,
+        ancount: 0,
+        nscount: 1,
+        arcount: query_opt.is_some() as u16,
+    };
+    let mut raw = [0u8; HEADER_LEN];
+    h.write(&mut raw);
+    out.put_slice(&raw);
+    out.put_slice(&msg[HEADER_LEN..question.end]);
+    out.put_u16(0xc000 | HEADER_LEN as u16); // owner: the question name
+    out.put_u16(rtype::SOA);
+    out.put_u16(super::CLASS_IN);
+    out.put_u32(ttl);
+    out.put_u16((SYNTH_MNAME.len() + SYNTH_RNAME.len() + 20) as u16);
+    out.put_slice(SYNTH_MNAME);
+    out.put_slice(SYNTH_RNAME);
+    for field in [1u32, 3600, 600, 86400, ttl] {
+        out.put_u32(field); // serial, refresh, retry, expire, minimum
+    }
+    if let Some(o) = query_opt {
+        write_opt(out, OUR_UDP_SIZE, 0, o.dnssec_ok);
+    }
+}
+
 /// Writes the truncated form of `reply` (TC set, no records but its OPT) for a client whose UDP
 /// size it exceeds (RFC 1035 §4.2.1, RFC 6891 §7): the client retries over TCP.
 pub fn truncated_reply(
@@ -167,6 +212,36 @@ mod tests {
         assert!(th.tc());
         assert_eq!((th.ancount, th.arcount), (0, 1));
         assert_eq!(out.len(), qq.end + 11);
+    }
+
+    #[test]
+    fn negative_reply_carries_a_cacheable_soa() {
+        let q = query_with_opt();
+        let h = Header::parse(&q).unwrap();
+        let qq = parse_question(&q).unwrap();
+        let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
+        let mut out = Vec::new();
+        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, Some(&opt), &mut out);
+        let rh = Header::parse(&out).unwrap();
+        assert_eq!(
+            (rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id),
+            (0, 0, 1, 1, 0xabcd)
+        );
+        let rs: Vec<_> = crate::wire::Records::new(&out, &rh, qq.end)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!((rs[0].rtype, rs[0].ttl), (rtype::SOA, 30));
+        assert_eq!(
+            crate::wire::read_u32(&out, rs[0].end() - 4),
+            Ok(30),
+            "MINIMUM"
+        );
+        assert_eq!(rs[1].end(), out.len());
+        assert_eq!(&out[12..qq.end], &q[12..qq.end]);
+        let mut nx = Vec::new();
+        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, None, &mut nx);
+        let nh = Header::parse(&nx).unwrap();
+        assert_eq!((nh.rcode(), nh.arcount), (3, 0));
     }
 
     #[test]
