@@ -139,6 +139,28 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_SYNTHESIZE_TYPES", value_delimiter = ',', default_value = "AAAA", value_parser = parse_qtype)]
     pub synthesize_types: Vec<u16>,
 
+    /// Search-domain collapse: on (answer FQDN-like names for the whole search walk in one round
+    /// trip), aggressive (also skip non-cluster search domains), off.
+    #[arg(long, env = "PODNS_COLLAPSE", value_enum, default_value = "on")]
+    pub collapse: crate::server::CollapseMode,
+
+    /// Search list to assume (repeatable); default: the search line of --resolv-conf.
+    #[arg(long, env = "PODNS_SEARCH", value_delimiter = ',')]
+    pub search: Vec<String>,
+
+    /// ndots to assume; default: options ndots of --resolv-conf (5 with --search alone).
+    #[arg(long, env = "PODNS_NDOTS", value_parser = clap::value_parser!(u8).range(0..=15))]
+    pub ndots: Option<u8>,
+
+    /// The cluster's namespaces (repeatable); when given, podns does not probe whether a TLD
+    /// label is a namespace.
+    #[arg(long, env = "PODNS_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// How long the answer of a TLD probe (is L a namespace or a service of ours?) is kept.
+    #[arg(long, env = "PODNS_PROBE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub probe_ttl: Duration,
+
     /// Cluster domain of the Kubernetes cluster; its SOA is what the readiness probe asks.
     #[arg(long, env = "PODNS_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -284,6 +306,15 @@ impl RunArgs {
                     humantime::format_duration(self.query_timeout)
                 ),
             ));
+        }
+        if !self.search.is_empty()
+            && let Err(e) = crate::policy::search::SearchConfig::new(
+                &self.search,
+                self.ndots.unwrap_or(5),
+                &self.cluster_domain,
+            )
+        {
+            return Err(("--search", e));
         }
         if self.synth_ttl.is_zero() {
             return Err(("--synth-ttl", "must be greater than zero".into()));

@@ -41,6 +41,8 @@ pub const CACHE_EVICTIONS_TOTAL: &str = "podns_cache_evictions_total";
 pub const CACHE_PREFETCH_TOTAL: &str = "podns_cache_prefetch_total";
 pub const COALESCED_TOTAL: &str = "podns_coalesced_total";
 pub const SYNTHESIZED_TOTAL: &str = "podns_synthesized_total";
+pub const SEARCH_TOTAL: &str = "podns_search_total";
+pub const SEARCH_SAVED_TOTAL: &str = "podns_search_upstream_saved_total";
 
 /// CoreDNS's latency buckets: 0.25 ms · 2ⁿ for n = 0..15, up to 8.192 s.
 pub fn duration_buckets() -> Vec<f64> {
@@ -98,6 +100,9 @@ pub enum Drop {
 
 const SYNTH_REASONS: [&str; 5] = ["servfail", "refused", "timeout", "rule", "no_ipv6"];
 
+/// Values of the `action` label of `podns_search_total`, in `server::collapse::Action` order.
+const SEARCH_ACTIONS: [&str; 3] = ["impossible", "collapsed", "forwarded"];
+
 const DROPS: [&str; 3] = ["short", "response", "send_failed"];
 
 /// Pre-registered handles for the per-packet path.
@@ -113,6 +118,8 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub tcp_rejected: Counter,
     synthesized: Vec<Counter>,
+    search: [Counter; 3],
+    search_saved: Counter,
     samples: AtomicU64,
     upkeep: Arc<Notify>,
 }
@@ -178,6 +185,8 @@ impl Metrics {
                         .map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
                 })
                 .collect(),
+            search: SEARCH_ACTIONS.map(|a| counter!(SEARCH_TOTAL, "action" => a)),
+            search_saved: counter!(SEARCH_SAVED_TOTAL),
             samples: AtomicU64::new(0),
             upkeep: Arc::new(Notify::new()),
         }
@@ -206,6 +215,16 @@ impl Metrics {
         let t = index_of(&TYPES, wire::type_label(qtype));
         let r = index_of(&SYNTH_REASONS, reason.label());
         self.synthesized[t * SYNTH_REASONS.len() + r].increment(1);
+    }
+
+    /// Counts a search-collapse decision (index into `impossible`, `collapsed`, `forwarded`)
+    /// and the upstream queries it saved.
+    #[inline]
+    pub fn search(&self, action: usize, saved: u64) {
+        self.search[action].increment(1);
+        if saved > 0 {
+            self.search_saved.increment(saved);
+        }
     }
 
     /// Counts a packet dropped without a reply.

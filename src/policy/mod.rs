@@ -3,5 +3,6 @@
 
 pub mod aaaa;
 mod admit;
+pub mod search;
 
 pub use admit::{Admission, ParsedQuery, admit};

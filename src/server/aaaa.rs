@@ -73,7 +73,7 @@ impl NameCopy {
 }
 
 /// Why the upstream's own answer is not used, from how resolution failed.
-fn reason_of(e: &ResolveError) -> Reason {
+pub(super) fn reason_of(e: &ResolveError) -> Reason {
     match e {
         ResolveError::Exhausted(
             UpstreamError::Rcode(_, rcode::REFUSED) | UpstreamError::Refused(_),
@@ -159,6 +159,7 @@ impl Handler {
             &q.question,
             rc,
             ttl,
+            None,
             q.opt.as_ref(),
             &mut out,
         );

@@ -55,6 +55,7 @@ pub struct Handler {
     pub metrics: Arc<Metrics>,
     pub(super) aaaa: AaaaPolicy,
     pub(super) ipv6: super::aaaa::Ipv6State,
+    pub(super) collapse: Option<super::collapse::Collapse>,
     inflight: AtomicU32,
     max_inflight: u32,
     idle: Notify,
@@ -66,12 +67,14 @@ impl Handler {
         metrics: Arc<Metrics>,
         max_inflight: u32,
         aaaa: AaaaPolicy,
+        collapse: Option<super::collapse::Collapse>,
     ) -> Handler {
         Handler {
             resolver,
             metrics,
             aaaa,
             ipv6: super::aaaa::Ipv6State::default(),
+            collapse,
             inflight: AtomicU32::new(0),
             max_inflight,
             idle: Notify::new(),
@@ -136,6 +139,11 @@ impl Handler {
     /// Answers an admitted query. `msg` is the client's query; its ID is overwritten on the
     /// way (the parsed header keeps the client's).
     pub async fn forward(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
+        if let Some(c) = &self.collapse
+            && let Some(answer) = self.collapse(c, msg, q, proto).await
+        {
+            return answer;
+        }
         let has_v6 = || self.ipv6.has_global(tokio::time::Instant::now());
         let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto && has_v6();
         match self.aaaa.plan(q.question.name(msg), q.question.qtype, v6) {

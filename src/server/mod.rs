@@ -1,6 +1,7 @@
 //! Listeners and the process lifecycle: bind, serve, become ready, drain on SIGTERM.
 
 mod aaaa;
+mod collapse;
 mod handler;
 pub mod http;
 mod tcp;
@@ -17,6 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+pub use collapse::{Collapse, CollapseMode};
 pub use handler::{Admitted, Answer, Handler, InflightGuard};
 pub use tcp::TcpLimits;
 
@@ -25,6 +27,7 @@ use crate::config::RunArgs;
 use crate::error::StartError;
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::policy::aaaa::AaaaPolicy;
+use crate::policy::search::SearchConfig;
 use crate::policy::{Admission, admit};
 use crate::resolver::Resolver;
 use crate::upstream::{UpstreamConfig, Upstreams};
@@ -106,6 +109,54 @@ async fn shutdown_signal() {
     }
 }
 
+/// The search collapse as configured: search list and ndots from --search/--ndots, else from
+/// --resolv-conf; off when neither gives a search list.
+fn collapse_from(args: &RunArgs) -> Option<Collapse> {
+    if args.collapse == CollapseMode::Off {
+        return None;
+    }
+    let text = std::fs::read_to_string(&args.resolv_conf).unwrap_or_default();
+    let from_file = SearchConfig::from_resolv_conf(&text, &args.cluster_domain).ok();
+    let cfg = if args.search.is_empty() {
+        let mut c = from_file?;
+        if let Some(n) = args.ndots {
+            c = SearchConfig::new(
+                &c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(),
+                n,
+                &args.cluster_domain,
+            )
+            .ok()?;
+        }
+        c
+    } else {
+        let ndots = args.ndots.or(from_file.map(|c| c.ndots())).unwrap_or(5);
+        SearchConfig::new(&args.search, ndots, &args.cluster_domain).ok()?
+    };
+    if cfg.search().is_empty() {
+        tracing::info!("no search list: search collapse off");
+        return None;
+    }
+    tracing::info!(
+        search = %cfg.search().iter().map(Name::to_dotted).collect::<Vec<_>>().join(" "),
+        ndots = cfg.ndots(),
+        namespace = %cfg.namespace().map(Name::to_dotted).unwrap_or_default(),
+        "search collapse"
+    );
+    let namespaces = (!args.namespaces.is_empty()).then(|| {
+        args.namespaces
+            .iter()
+            .filter_map(|n| Name::from_dotted(n))
+            .collect()
+    });
+    Some(Collapse::new(
+        cfg,
+        args.collapse,
+        namespaces,
+        args.probe_ttl,
+        args.synth_ttl.as_secs() as u32,
+    ))
+}
+
 /// Runs the proxy until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
@@ -150,11 +201,13 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         synth_ttl: args.synth_ttl,
         timeout: args.aaaa_timeout,
     };
+    let collapse = collapse_from(&args);
     let handler = Arc::new(Handler::new(
         resolver,
         metrics.clone(),
         args.max_inflight,
         aaaa,
+        collapse,
     ));
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),

@@ -12,6 +12,7 @@ mod opt;
 mod question;
 mod records;
 mod reply;
+mod synth;
 
 pub use header::{HEADER_LEN, Header, set_id};
 pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_dotted};
@@ -22,6 +23,7 @@ pub use reply::{
     OUR_UDP_SIZE, error_reply, negative_reply, restore_question, strip_opt, truncated_reply,
     write_opt,
 };
+pub use synth::{cname_reply, copy_record_expanded, write_name_expanded};
 
 /// Record and query types podns refers to by name.
 pub mod rtype {

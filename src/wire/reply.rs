@@ -56,14 +56,18 @@ const SYNTH_RNAME: &[u8] = b"\x0ahostmaster\x05podns\x07invalid\x00";
 
 /// Writes a negative answer podns synthesizes (NODATA as NOERROR, or NXDOMAIN) to the query
 /// `msg`: the question echoed in the client's case, no answers, and in the authority section an
-/// SOA owned by the query name whose TTL and MINIMUM are `ttl`, so resolvers cache the denial
-/// for that long (RFC 2308 §5); an OPT record exactly when the query had one.
+/// SOA whose TTL and MINIMUM are `ttl`, so resolvers cache the denial for that long (RFC 2308
+/// §5); an OPT record exactly when the query had one. The SOA belongs to `zone` when given (the
+/// cluster domain, shaped like CoreDNS's: `ns.dns.<zone>`, `hostmaster.<zone>`), else to the
+/// query name with names under `podns.invalid` (RFC 6761) that can never be mistaken for data.
+#[allow(clippy::too_many_arguments)]
 pub fn negative_reply(
     msg: &[u8],
     header: &Header,
     question: &Question,
     rcode: u16,
     ttl: u32,
+    zone: Option<&[u8]>,
     query_opt: Option<&Opt>,
     out: &mut impl BufMut,
 ) {
@@ -79,14 +83,25 @@ pub fn negative_reply(
     h.write(&mut raw);
     out.put_slice(&raw);
     out.put_slice(&msg[HEADER_LEN..question.end]);
-    out.put_u16(0xc000 | HEADER_LEN as u16); // owner: the question name
+    let (mname, rname): (&[&[u8]], &[&[u8]]) = match zone {
+        Some(z) => {
+            out.put_slice(z);
+            (&[b"\x02ns\x03dns", z], &[b"\x0ahostmaster", z])
+        }
+        None => {
+            out.put_u16(0xc000 | HEADER_LEN as u16); // owner: the question name
+            (&[SYNTH_MNAME], &[SYNTH_RNAME])
+        }
+    };
     out.put_u16(rtype::SOA);
     out.put_u16(super::CLASS_IN);
     out.put_u32(ttl);
-    out.put_u16((SYNTH_MNAME.len() + SYNTH_RNAME.len() + 20) as u16);
-    out.put_slice(SYNTH_MNAME);
-    out.put_slice(SYNTH_RNAME);
-    for field in [1u32, 3600, 600, 86400, ttl] {
+    let names: usize = mname.iter().chain(rname).map(|p| p.len()).sum();
+    out.put_u16((names + 20) as u16);
+    for part in mname.iter().chain(rname) {
+        out.put_slice(part);
+    }
+    for field in [1u32, 7200, 1800, 86400, ttl] {
         out.put_u32(field); // serial, refresh, retry, expire, minimum
     }
     if let Some(o) = query_opt {
@@ -221,7 +236,7 @@ mod tests {
         let qq = parse_question(&q).unwrap();
         let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
         let mut out = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, Some(&opt), &mut out);
+        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, None, Some(&opt), &mut out);
         let rh = Header::parse(&out).unwrap();
         assert_eq!(
             (rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id),
@@ -239,9 +254,28 @@ mod tests {
         assert_eq!(rs[1].end(), out.len());
         assert_eq!(&out[12..qq.end], &q[12..qq.end]);
         let mut nx = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, None, &mut nx);
+        negative_reply(
+            &q,
+            &h,
+            &qq,
+            rcode::NXDOMAIN,
+            5,
+            Some(b"\x07cluster\x05local\x00"),
+            None,
+            &mut nx,
+        );
         let nh = Header::parse(&nx).unwrap();
         assert_eq!((nh.rcode(), nh.arcount), (3, 0));
+        let soa = crate::wire::Records::new(&nx, &nh, qq.end)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&nx[soa.start..soa.start + 15], b"\x07cluster\x05local\x00");
+        assert_eq!(soa.end(), nx.len());
+        assert_eq!(
+            &nx[soa.rdata_at..soa.rdata_at + 22],
+            b"\x02ns\x03dns\x07cluster\x05local\x00"
+        );
     }
 
     #[test]
