@@ -227,3 +227,228 @@ fn internal_query(name: &[u8], qtype: u16, flags: u8) -> BytesMut {
     msg[11] = 1; // ARCOUNT
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::net::UdpSocket;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::cache::{CacheConfig, Lookup};
+    use crate::upstream::UpstreamConfig;
+    use crate::wire::{Header, min_ttl, parse_question, rtype};
+
+    /// How the fake upstream answers.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// An A record with this TTL, after a delay.
+        Answer { ttl: u32, delay_ms: u64 },
+        /// A reply whose question is another name: never acceptable.
+        WrongQuestion,
+    }
+
+    struct Upstream {
+        addr: SocketAddr,
+        queries: Arc<AtomicUsize>,
+        seen: Arc<Notify>,
+    }
+
+    async fn fake_upstream(script: Script) -> Upstream {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let queries = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Notify::new());
+        let (q2, s2) = (queries.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, peer) = sock.recv_from(&mut buf).await.unwrap();
+                q2.fetch_add(1, Ordering::SeqCst);
+                s2.notify_waiters();
+                let query = buf[..n].to_vec();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let q = parse_question(&query).unwrap();
+                    let mut r = query[..q.end].to_vec();
+                    r[2] |= 0x80;
+                    r[11] = 0; // drop the OPT
+                    match script {
+                        Script::Answer { ttl, delay_ms } => {
+                            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                            r[7] = 1;
+                            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+                            r.extend_from_slice(&ttl.to_be_bytes());
+                            r.extend_from_slice(&[0, 4, 192, 0, 2, 7]);
+                        }
+                        Script::WrongQuestion => r[13] ^= 0x20 ^ 0x01,
+                    }
+                    let _ = sock.send_to(&r, peer).await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            queries,
+            seen,
+        }
+    }
+
+    fn resolver(addr: SocketAddr, cache_bytes: u64) -> Arc<Resolver> {
+        let cfg = UpstreamConfig {
+            addrs: vec![addr],
+            attempt_timeout: Duration::from_millis(300),
+            query_timeout: Duration::from_millis(600),
+            sockets: 4,
+            rotate: Duration::from_secs(5),
+            tcp_idle: Duration::from_secs(5),
+        };
+        let cache = Cache::new(
+            CacheConfig {
+                max_bytes: cache_bytes,
+                min_ttl: Duration::ZERO,
+                max_ttl: Duration::from_secs(3600),
+                max_negative_ttl: Duration::from_secs(300),
+                serve_stale: Duration::from_secs(3600),
+            },
+            CacheMetrics::new(),
+        );
+        Arc::new(Resolver::new(
+            Upstreams::new(&cfg, metrics::Counter::noop()),
+            cache,
+            Duration::ZERO,
+            CacheMetrics::new(),
+        ))
+    }
+
+    const NAME: &[u8] = b"\x04pypi\x03org\x00";
+
+    fn ttl_of(b: &[u8]) -> u32 {
+        let h = Header::parse(b).unwrap();
+        min_ttl(b, &h, parse_question(b).unwrap().end)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A reply for NAME as the fake upstream would send it, for seeding the cache.
+    fn seed_reply(ttl: u32) -> Vec<u8> {
+        let mut r = vec![0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        r.extend_from_slice(NAME);
+        r.extend_from_slice(&[0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 4, 192, 0, 2, 7]);
+        r
+    }
+
+    fn key() -> KeyRef<'static> {
+        KeyRef {
+            name: NAME,
+            qtype: rtype::A,
+            qclass: 1,
+            flags: key_flags(false, false),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_queries_share_one_upstream_query() {
+        let up = fake_upstream(Script::Answer {
+            ttl: 60,
+            delay_ms: 150,
+        })
+        .await;
+        let r = resolver(up.addr, 0); // no cache: only coalescing can save queries
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move { r.lookup(NAME, rtype::A, 0).await })
+            })
+            .collect();
+        for t in tasks {
+            let got = t.await.unwrap().expect("answered");
+            assert_eq!(Header::parse(&got.reply).unwrap().ancount, 1);
+        }
+        assert_eq!(up.queries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn second_lookup_is_a_cache_hit() {
+        let up = fake_upstream(Script::Answer {
+            ttl: 60,
+            delay_ms: 0,
+        })
+        .await;
+        let r = resolver(up.addr, 1 << 20);
+        assert_eq!(
+            r.lookup(NAME, rtype::A, 0).await.unwrap().source,
+            Source::Upstream
+        );
+        let again = r.lookup(b"\x04PyPI\x03ORG\x00", rtype::A, 0).await.unwrap();
+        assert_eq!(again.source, Source::Cache);
+        assert_eq!(up.queries.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn serves_stale_when_upstream_fails() {
+        // Nothing listens on this port: every attempt is refused at once.
+        let dead = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = resolver(dead, 1 << 20);
+        let cache = r.cache().unwrap();
+        let long_ago = Instant::now() - Duration::from_secs(120);
+        assert!(cache.insert(&key(), &seed_reply(60), long_ago));
+        assert!(matches!(
+            cache.get(&key(), Instant::now()),
+            Lookup::Stale(_)
+        ));
+        let got = r.lookup(NAME, rtype::A, 0).await.expect("stale answer");
+        assert_eq!(got.source, Source::Stale);
+        assert_eq!(ttl_of(&got.reply), crate::cache::STALE_TTL);
+    }
+
+    #[tokio::test]
+    async fn popular_entry_is_refreshed_before_expiry() {
+        let up = fake_upstream(Script::Answer {
+            ttl: 100,
+            delay_ms: 0,
+        })
+        .await;
+        let r = resolver(up.addr, 1 << 20);
+        let cache = r.cache().unwrap();
+        assert!(cache.insert(
+            &key(),
+            &seed_reply(100),
+            Instant::now() - Duration::from_secs(95)
+        ));
+        let seen = up.seen.notified();
+        let got = r.lookup(NAME, rtype::A, 0).await.unwrap();
+        assert_eq!(got.source, Source::Cache);
+        assert!(ttl_of(&got.reply) <= 5);
+        seen.await;
+        // The refresh replaces the entry; wait for the new one rather than for time to pass.
+        for _ in 0..200 {
+            if let Some(e) = cache.peek_fresh(&key(), Instant::now())
+                && ttl_of(&e.reply_at(Instant::now(), false)) > 50
+            {
+                assert_eq!(up.queries.load(Ordering::SeqCst), 1);
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the entry was not refreshed");
+    }
+
+    #[tokio::test]
+    async fn mismatched_replies_are_never_cached() {
+        let up = fake_upstream(Script::WrongQuestion).await;
+        let r = resolver(up.addr, 1 << 20);
+        assert!(r.lookup(NAME, rtype::A, 0).await.is_err());
+        assert!(up.queries.load(Ordering::SeqCst) >= 1);
+        assert!(r.cache().unwrap().is_empty());
+    }
+}
