@@ -132,21 +132,20 @@ impl Entry {
     /// The reply as of `now`: TTLs lowered by the entry's age, or set to [`STALE_TTL`] when
     /// served stale.
     pub fn reply_at(&self, now: Instant, stale: bool) -> BytesMut {
-        let mut out = BytesMut::from(&self.wire[..]);
-        let age = now
-            .saturating_duration_since(self.inserted)
-            .as_secs()
-            .min(u64::from(u32::MAX)) as u32;
-        if let (Ok(h), Ok(q)) = (Header::parse(&out), parse_question(&out)) {
-            let _ = wire::rewrite_ttls(&mut out, &h, q.end, |t| {
-                if stale {
-                    STALE_TTL
-                } else {
-                    t.saturating_sub(age)
-                }
-            });
-        }
+        let mut out = BytesMut::with_capacity(self.wire.len() + 16);
+        self.write_reply_at(now, stale, &mut out);
         out
+    }
+
+    /// Like [`Entry::reply_at`], appending to `out` (the receive loop reuses one buffer).
+    pub fn write_reply_at(&self, now: Instant, stale: bool, out: &mut BytesMut) {
+        let start = out.len();
+        out.extend_from_slice(&self.wire);
+        let age = now.saturating_duration_since(self.inserted).as_secs().min(u64::from(u32::MAX)) as u32;
+        let msg = &mut out[start..];
+        if let (Ok(h), Ok(q)) = (Header::parse(msg), parse_question(msg)) {
+            let _ = wire::rewrite_ttls(msg, &h, q.end, |t| if stale { STALE_TTL } else { t.saturating_sub(age) });
+        }
     }
 
     /// The reply's response code.
@@ -200,13 +199,7 @@ impl Lifecycle<Key, Arc<Entry>> for Counting {
 
 /// The answer cache.
 pub struct Cache {
-    inner: quick_cache::sync::Cache<
-        Key,
-        Arc<Entry>,
-        ByteWeighter,
-        quick_cache::DefaultHashBuilder,
-        Counting,
-    >,
+    inner: quick_cache::sync::Cache<Key, Arc<Entry>, ByteWeighter, quick_cache::DefaultHashBuilder, Counting>,
     cfg: CacheConfig,
     counts: Arc<[AtomicI64; 2]>,
     metrics: CacheMetrics,
@@ -236,9 +229,7 @@ pub fn cache_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
     }
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     match (h.rcode(), min_answer) {
-        (rcode::NOERROR, Some(ttl)) => {
-            Some((secs(ttl).clamp(cfg.min_ttl, cfg.max_ttl), Kind::Success))
-        }
+        (rcode::NOERROR, Some(ttl)) => Some((secs(ttl).clamp(cfg.min_ttl, cfg.max_ttl), Kind::Success)),
         (rcode::NOERROR | rcode::NXDOMAIN, None) => {
             let neg = secs(soa_negative?).min(cfg.max_negative_ttl);
             Some((neg.max(cfg.min_ttl.min(cfg.max_negative_ttl)), Kind::Denial))
@@ -263,21 +254,25 @@ impl Cache {
             opts,
             ByteWeighter,
             Default::default(),
-            Counting {
-                counts: counts.clone(),
-                evictions: metrics.evictions.clone(),
-            },
+            Counting { counts: counts.clone(), evictions: metrics.evictions.clone() },
         );
-        Some(Cache {
-            inner,
-            cfg,
-            counts,
-            metrics,
-        })
+        Some(Cache { inner, cfg, counts, metrics })
     }
 
     pub fn config(&self) -> &CacheConfig {
         &self.cfg
+    }
+
+    /// A live entry for `key` and whether it is due for a refresh, counting a hit; a miss is not
+    /// counted here (the full lookup that follows counts it).
+    pub fn get_fresh(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Arc<Entry>, bool)> {
+        let entry = self.inner.get(key)?;
+        let expires = entry.expires();
+        if now >= expires {
+            return None;
+        }
+        self.metrics.hits[entry.kind as usize].increment(1);
+        Some((entry.clone(), entry.kind == Kind::Success && (expires - now) * 10 <= entry.ttl))
     }
 
     /// Looks `key` up as of `now`, counting hits and misses (a stale entry counts as a miss
@@ -325,14 +320,7 @@ impl Cache {
     }
 
     /// Stores `reply` for exactly `ttl` (SERVFAIL memo, synthesized answers with their own TTL).
-    pub fn insert_for(
-        &self,
-        key: &KeyRef<'_>,
-        reply: &[u8],
-        ttl: Duration,
-        kind: Kind,
-        now: Instant,
-    ) {
+    pub fn insert_for(&self, key: &KeyRef<'_>, reply: &[u8], ttl: Duration, kind: Kind, now: Instant) {
         if !ttl.is_zero() {
             self.store(key, reply, ttl, kind, now);
         }
@@ -349,13 +337,8 @@ impl Cache {
         if let (Ok(h), Ok(q)) = (Header::parse(&wire), parse_question(&wire)) {
             let _ = wire::rewrite_ttls(&mut wire, &h, q.end, |t| t.clamp(lo.min(hi), hi));
         }
-        let entry = Arc::new(Entry {
-            wire: wire.freeze(),
-            inserted: now,
-            ttl,
-            kind,
-            prefetching: AtomicBool::new(false),
-        });
+        let entry =
+            Arc::new(Entry { wire: wire.freeze(), inserted: now, ttl, kind, prefetching: AtomicBool::new(false) });
         if let Some(old) = self.inner.peek(key) {
             self.counts[old.kind as usize].fetch_sub(1, Ordering::Relaxed);
         }
@@ -405,11 +388,7 @@ mod tests {
     fn reply(name: &str, ttl: Option<u32>, soa: (u32, u32)) -> Vec<u8> {
         let n = crate::wire::Name::from_dotted(name).unwrap();
         let mut m = Vec::new();
-        let (rc, an, ns) = if ttl.is_some() {
-            (0u8, 1u8, 0u8)
-        } else {
-            (3, 0, 1)
-        };
+        let (rc, an, ns) = if ttl.is_some() { (0u8, 1u8, 0u8) } else { (3, 0, 1) };
         m.extend_from_slice(&[0, 1, 0x81, 0x80 | rc, 0, 1, 0, an, 0, ns, 0, 0]);
         m.extend_from_slice(n.wire());
         m.extend_from_slice(&[0, 1, 0, 1]);
@@ -430,19 +409,12 @@ mod tests {
     }
 
     fn key(name: &[u8]) -> KeyRef<'_> {
-        KeyRef {
-            name,
-            qtype: 1,
-            qclass: 1,
-            flags: 0,
-        }
+        KeyRef { name, qtype: 1, qclass: 1, flags: 0 }
     }
 
     fn ttl_of(b: &[u8]) -> u32 {
         let h = Header::parse(b).unwrap();
-        min_ttl(b, &h, parse_question(b).unwrap().end)
-            .unwrap()
-            .unwrap()
+        min_ttl(b, &h, parse_question(b).unwrap().end).unwrap().unwrap()
     }
 
     #[tokio::test(start_paused = true)]
@@ -451,54 +423,29 @@ mod tests {
         let r = reply("pypi.org", Some(100), (0, 0));
         let t0 = Instant::now();
         assert!(c.insert(&key(b"\x04PYPI\x03org\x00"), &r, t0));
-        let Lookup::Fresh { entry, prefetch } =
-            c.get(&key(b"\x04pypi\x03ORG\x00"), t0 + Duration::from_secs(30))
+        let Lookup::Fresh { entry, prefetch } = c.get(&key(b"\x04pypi\x03ORG\x00"), t0 + Duration::from_secs(30))
         else {
             panic!("expected a hit, case-insensitively")
         };
         assert!(!prefetch);
-        assert_eq!(
-            ttl_of(&entry.reply_at(t0 + Duration::from_secs(30), false)),
-            70
-        );
-        let Lookup::Fresh { prefetch, .. } =
-            c.get(&key(b"\x04pypi\x03org\x00"), t0 + Duration::from_secs(95))
-        else {
+        assert_eq!(ttl_of(&entry.reply_at(t0 + Duration::from_secs(30), false)), 70);
+        let Lookup::Fresh { prefetch, .. } = c.get(&key(b"\x04pypi\x03org\x00"), t0 + Duration::from_secs(95)) else {
             panic!()
         };
         assert!(prefetch, "last tenth of the TTL");
-        let Lookup::Stale(e) = c.get(&key(b"\x04pypi\x03org\x00"), t0 + Duration::from_secs(100))
-        else {
+        let Lookup::Stale(e) = c.get(&key(b"\x04pypi\x03org\x00"), t0 + Duration::from_secs(100)) else {
             panic!("expired")
         };
-        assert_eq!(
-            ttl_of(&e.reply_at(t0 + Duration::from_secs(100), true)),
-            STALE_TTL
-        );
-        assert!(matches!(
-            c.get(
-                &key(b"\x04pypi\x03org\x00"),
-                t0 + Duration::from_secs(100 + 3600)
-            ),
-            Lookup::Miss
-        ));
+        assert_eq!(ttl_of(&e.reply_at(t0 + Duration::from_secs(100), true)), STALE_TTL);
+        assert!(matches!(c.get(&key(b"\x04pypi\x03org\x00"), t0 + Duration::from_secs(100 + 3600)), Lookup::Miss));
     }
 
     #[test]
     fn negative_ttl_is_min_of_soa_ttl_and_minimum_capped() {
         let c = cfg();
-        assert_eq!(
-            cache_ttl(&reply("x.org", None, (60, 900)), &c),
-            Some((Duration::from_secs(60), Kind::Denial))
-        );
-        assert_eq!(
-            cache_ttl(&reply("x.org", None, (900, 45)), &c),
-            Some((Duration::from_secs(45), Kind::Denial))
-        );
-        assert_eq!(
-            cache_ttl(&reply("x.org", None, (9000, 9000)), &c),
-            Some((Duration::from_secs(300), Kind::Denial))
-        );
+        assert_eq!(cache_ttl(&reply("x.org", None, (60, 900)), &c), Some((Duration::from_secs(60), Kind::Denial)));
+        assert_eq!(cache_ttl(&reply("x.org", None, (900, 45)), &c), Some((Duration::from_secs(45), Kind::Denial)));
+        assert_eq!(cache_ttl(&reply("x.org", None, (9000, 9000)), &c), Some((Duration::from_secs(300), Kind::Denial)));
         // No SOA: not cached.
         let mut no_soa = reply("x.org", None, (1, 1));
         no_soa[9] = 0;
@@ -512,16 +459,8 @@ mod tests {
         let mut c = cfg();
         c.min_ttl = Duration::from_secs(10);
         c.max_ttl = Duration::from_secs(60);
-        assert_eq!(
-            cache_ttl(&reply("a.org", Some(1), (0, 0)), &c).unwrap().0,
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            cache_ttl(&reply("a.org", Some(86400), (0, 0)), &c)
-                .unwrap()
-                .0,
-            Duration::from_secs(60)
-        );
+        assert_eq!(cache_ttl(&reply("a.org", Some(1), (0, 0)), &c).unwrap().0, Duration::from_secs(10));
+        assert_eq!(cache_ttl(&reply("a.org", Some(86400), (0, 0)), &c).unwrap().0, Duration::from_secs(60));
         let mut sf = reply("a.org", Some(30), (0, 0));
         sf[3] = 0x82;
         assert_eq!(cache_ttl(&sf, &c), None, "SERVFAIL");
@@ -536,14 +475,8 @@ mod tests {
         cf.max_ttl = Duration::from_secs(60);
         let c = Cache::new(cf, CacheMetrics::new()).unwrap();
         let t0 = Instant::now();
-        c.insert(
-            &key(b"\x01a\x03org\x00"),
-            &reply("a.org", Some(86400), (0, 0)),
-            t0,
-        );
-        let Lookup::Fresh { entry, .. } = c.get(&key(b"\x01a\x03org\x00"), t0) else {
-            panic!()
-        };
+        c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(86400), (0, 0)), t0);
+        let Lookup::Fresh { entry, .. } = c.get(&key(b"\x01a\x03org\x00"), t0) else { panic!() };
         assert_eq!(ttl_of(&entry.reply_at(t0, false)), 60);
     }
 
@@ -551,25 +484,12 @@ mod tests {
     async fn flags_are_part_of_the_key() {
         let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
         let t0 = Instant::now();
-        c.insert(
-            &key(b"\x01a\x03org\x00"),
-            &reply("a.org", Some(60), (0, 0)),
-            t0,
-        );
-        let with_do = KeyRef {
-            flags: key_flags(true, false),
-            ..key(b"\x01a\x03org\x00")
-        };
-        let with_cd = KeyRef {
-            flags: key_flags(false, true),
-            ..key(b"\x01a\x03org\x00")
-        };
+        c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(60), (0, 0)), t0);
+        let with_do = KeyRef { flags: key_flags(true, false), ..key(b"\x01a\x03org\x00") };
+        let with_cd = KeyRef { flags: key_flags(false, true), ..key(b"\x01a\x03org\x00") };
         assert!(matches!(c.get(&with_do, t0), Lookup::Miss));
         assert!(matches!(c.get(&with_cd, t0), Lookup::Miss));
-        assert!(matches!(
-            c.get(&key(b"\x01a\x03org\x00"), t0),
-            Lookup::Fresh { .. }
-        ));
+        assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Fresh { .. }));
     }
 
     #[tokio::test(start_paused = true)]
@@ -582,22 +502,12 @@ mod tests {
         for n in &names {
             let w = crate::wire::Name::from_dotted(n).unwrap();
             assert!(c.insert(
-                &KeyRef {
-                    name: w.wire(),
-                    qtype: 1,
-                    qclass: 1,
-                    flags: 0
-                },
+                &KeyRef { name: w.wire(), qtype: 1, qclass: 1, flags: 0 },
                 &reply(n, Some(300), (0, 0)),
                 t0
             ));
         }
-        assert!(
-            c.weight() <= cf.max_bytes,
-            "weight {} over {}",
-            c.weight(),
-            cf.max_bytes
-        );
+        assert!(c.weight() <= cf.max_bytes, "weight {} over {}", c.weight(), cf.max_bytes);
         assert!(c.len() < names.len() && !c.is_empty());
     }
 }

@@ -31,12 +31,7 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Address to answer DNS on, over UDP and TCP (repeatable; IPv6 as [::1]:53).
-    #[arg(
-        long = "listen",
-        env = "PODNS_LISTEN",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:53"
-    )]
+    #[arg(long = "listen", env = "PODNS_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:53")]
     pub listen: Vec<SocketAddr>,
 
     /// Upstream DNS server, IP or IP:PORT (repeatable). Default: the nameservers of --resolv-conf
@@ -188,10 +183,7 @@ pub fn parse_qtype(s: &str) -> Result<u16, String> {
             .ok_or_else(|| format!("`{s}` is not a query type like AAAA, HTTPS or TYPE65"))?,
     };
     if t == rtype::A {
-        return Err(
-            "A is the reference the synthesized answers are derived from; it cannot be synthesized"
-                .into(),
-        );
+        return Err("A is the reference the synthesized answers are derived from; it cannot be synthesized".into());
     }
     Ok(t)
 }
@@ -205,9 +197,7 @@ pub fn parse_size(s: &str) -> Result<ByteSize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size like 8MiB or 1000000"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size like 8MiB or 1000000"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "k" | "kB" | "K" => 1000,
@@ -217,14 +207,10 @@ pub fn parse_size(s: &str) -> Result<ByteSize, String> {
         "G" | "GB" => 1_000_000_000,
         "GiB" | "Gi" => 1 << 30,
         u => {
-            return Err(format!(
-                "`{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, kB, MB, GB)"
-            ));
+            return Err(format!("`{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, kB, MB, GB)"));
         }
     };
-    n.checked_mul(mult)
-        .map(ByteSize)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// A socket address that may be switched off.
@@ -234,10 +220,7 @@ pub struct OptionalAddr(pub Option<SocketAddr>);
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s {
         "off" | "none" | "" => Ok(OptionalAddr(None)),
-        _ => s
-            .parse()
-            .map(|a| OptionalAddr(Some(a)))
-            .map_err(|e| format!("`{s}` is not IP:PORT or \"off\": {e}")),
+        _ => s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("`{s}` is not IP:PORT or \"off\": {e}")),
     }
 }
 
@@ -255,8 +238,7 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
 /// Parses durations such as `800ms`, `2s`, `5m`; zero is allowed only where it makes sense, so
 /// callers that need a positive value check it in [`RunArgs::validate`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 800ms or 2s: {e}"))
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 800ms or 2s: {e}"))
 }
 
 /// The `nameserver` addresses of a resolv.conf text, in order.
@@ -267,9 +249,7 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
             (words.next()? == "nameserver").then_some(())?;
             // glibc accepts a scope suffix (fe80::1%eth0); we keep the address only.
             let addr = words.next()?.split('%').next()?;
-            addr.parse::<IpAddr>()
-                .ok()
-                .map(|ip| SocketAddr::new(ip, 53))
+            addr.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
         })
         .collect()
 }
@@ -278,8 +258,7 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
 /// wildcard listener on the same port that covers it.
 fn is_own_listener(addr: &SocketAddr, listen: &[SocketAddr]) -> bool {
     listen.iter().any(|l| {
-        l.port() == addr.port()
-            && (l.ip() == addr.ip() || (l.ip().is_unspecified() && l.is_ipv4() == addr.is_ipv4()))
+        l.port() == addr.port() && (l.ip() == addr.ip() || (l.ip().is_unspecified() && l.is_ipv4() == addr.is_ipv4()))
     })
 }
 
@@ -308,11 +287,8 @@ impl RunArgs {
             ));
         }
         if !self.search.is_empty()
-            && let Err(e) = crate::policy::search::SearchConfig::new(
-                &self.search,
-                self.ndots.unwrap_or(5),
-                &self.cluster_domain,
-            )
+            && let Err(e) =
+                crate::policy::search::SearchConfig::new(&self.search, self.ndots.unwrap_or(5), &self.cluster_domain)
         {
             return Err(("--search", e));
         }
@@ -323,15 +299,9 @@ impl RunArgs {
             return Err(("--cache-min-ttl", "is longer than --cache-max-ttl".into()));
         }
         if crate::wire::Name::from_dotted(&self.cluster_domain).is_none() {
-            return Err((
-                "--cluster-domain",
-                format!("`{}` is not a domain name", self.cluster_domain),
-            ));
+            return Err(("--cluster-domain", format!("`{}` is not a domain name", self.cluster_domain)));
         }
-        self.cluster_domain = self
-            .cluster_domain
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        self.cluster_domain = self.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
         if self.upstream.is_empty() {
             let text = std::fs::read_to_string(&self.resolv_conf).map_err(|e| {
                 (
@@ -342,10 +312,8 @@ impl RunArgs {
                     ),
                 )
             })?;
-            self.upstream = resolv_conf_nameservers(&text)
-                .into_iter()
-                .filter(|a| !is_own_listener(a, &self.listen))
-                .collect();
+            self.upstream =
+                resolv_conf_nameservers(&text).into_iter().filter(|a| !is_own_listener(a, &self.listen)).collect();
             if self.upstream.is_empty() {
                 return Err((
                     "--upstream",
@@ -355,15 +323,8 @@ impl RunArgs {
                     ),
                 ));
             }
-        } else if let Some(own) = self
-            .upstream
-            .iter()
-            .find(|a| is_own_listener(a, &self.listen))
-        {
-            return Err((
-                "--upstream",
-                format!("{own} is one of our own --listen addresses"),
-            ));
+        } else if let Some(own) = self.upstream.iter().find(|a| is_own_listener(a, &self.listen)) {
+            return Err(("--upstream", format!("{own} is one of our own --listen addresses")));
         }
         Ok(self)
     }
@@ -376,10 +337,7 @@ pub fn parse() -> Cli {
         cli.run = match cli.run.clone().validate() {
             Ok(run) => run,
             Err((flag, msg)) => Cli::command()
-                .error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!("invalid value for {flag}: {msg}"),
-                )
+                .error(clap::error::ErrorKind::ValueValidation, format!("invalid value for {flag}: {msg}"))
                 .exit(),
         };
     }
@@ -398,22 +356,10 @@ mod tests {
 
     #[test]
     fn upstream_forms() {
-        assert_eq!(
-            parse_upstream("10.0.0.10").unwrap(),
-            "10.0.0.10:53".parse().unwrap()
-        );
-        assert_eq!(
-            parse_upstream("10.0.0.10:5353").unwrap(),
-            "10.0.0.10:5353".parse().unwrap()
-        );
-        assert_eq!(
-            parse_upstream("[fd00::a]:54").unwrap(),
-            "[fd00::a]:54".parse().unwrap()
-        );
-        assert_eq!(
-            parse_upstream("fd00::a").unwrap(),
-            "[fd00::a]:53".parse().unwrap()
-        );
+        assert_eq!(parse_upstream("10.0.0.10").unwrap(), "10.0.0.10:53".parse().unwrap());
+        assert_eq!(parse_upstream("10.0.0.10:5353").unwrap(), "10.0.0.10:5353".parse().unwrap());
+        assert_eq!(parse_upstream("[fd00::a]:54").unwrap(), "[fd00::a]:54".parse().unwrap());
+        assert_eq!(parse_upstream("fd00::a").unwrap(), "[fd00::a]:53".parse().unwrap());
         assert!(parse_upstream("dns.example").is_err());
     }
 
@@ -428,13 +374,7 @@ mod tests {
         )
         .unwrap();
         let a = args(&["--resolv-conf", path.to_str().unwrap()]).unwrap();
-        assert_eq!(
-            a.upstream,
-            vec![
-                "10.96.0.10:53".parse().unwrap(),
-                "[fe80::1]:53".parse().unwrap()
-            ]
-        );
+        assert_eq!(a.upstream, vec!["10.96.0.10:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
         std::fs::write(&path, "nameserver 127.0.0.1\n").unwrap();
         let err = args(&["--resolv-conf", path.to_str().unwrap()]).unwrap_err();
         assert_eq!(err.0, "--upstream");

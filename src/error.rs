@@ -61,11 +61,7 @@ pub enum ResolveError {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot bind {proto} listener on {addr}: {source}")]
-    Bind {
-        proto: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { proto: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
 }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{
-    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
@@ -80,12 +79,8 @@ pub enum Source {
 
 const SOURCES: [&str; 5] = ["upstream", "cache", "stale", "synthesized", "error"];
 const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
-const TYPES: [&str; 12] = [
-    "A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other",
-];
-const RCODES: [&str; 8] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
-];
+const TYPES: [&str; 12] = ["A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other"];
+const RCODES: [&str; 8] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
 
 /// Reasons a packet is dropped without a reply (`reason` label of `podns_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +124,7 @@ pub struct Metrics {
 const UPKEEP_EVERY: u64 = 8192;
 
 fn index_of(set: &[&str], label: &str) -> usize {
-    set.iter()
-        .position(|s| *s == label)
-        .unwrap_or(set.len() - 1)
+    set.iter().position(|s| *s == label).unwrap_or(set.len() - 1)
 }
 
 impl Metrics {
@@ -142,9 +135,7 @@ impl Metrics {
         for proto in ["udp", "tcp"] {
             for family in FAMILIES {
                 for t in TYPES {
-                    requests.push(
-                        counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t),
-                    );
+                    requests.push(counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t));
                 }
             }
         }
@@ -157,14 +148,10 @@ impl Metrics {
         let mut request_duration = Vec::with_capacity(2 * SOURCES.len());
         for proto in ["udp", "tcp"] {
             for s in SOURCES {
-                request_duration
-                    .push(histogram!(REQUEST_DURATION, "proto" => proto, "source" => s));
+                request_duration.push(histogram!(REQUEST_DURATION, "proto" => proto, "source" => s));
             }
         }
-        let dropped = DROPS
-            .iter()
-            .map(|r| counter!(DROPPED_TOTAL, "reason" => *r))
-            .collect();
+        let dropped = DROPS.iter().map(|r| counter!(DROPPED_TOTAL, "reason" => *r)).collect();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         Metrics {
             requests,
@@ -180,9 +167,7 @@ impl Metrics {
             synthesized: TYPES
                 .iter()
                 .flat_map(|t| {
-                    SYNTH_REASONS
-                        .iter()
-                        .map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
+                    SYNTH_REASONS.iter().map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
                 })
                 .collect(),
             search: SEARCH_ACTIONS.map(|a| counter!(SEARCH_TOTAL, "action" => a)),
@@ -204,8 +189,7 @@ impl Metrics {
     pub fn response(&self, proto: Proto, source: Source, rcode: u16, elapsed: Duration) {
         let rc = index_of(&RCODES, wire::rcode_label(rcode));
         self.responses[rc * SOURCES.len() + source as usize].increment(1);
-        self.request_duration[proto as usize * SOURCES.len() + source as usize]
-            .record(elapsed.as_secs_f64());
+        self.request_duration[proto as usize * SOURCES.len() + source as usize].record(elapsed.as_secs_f64());
         self.sampled();
     }
 
@@ -262,17 +246,8 @@ pub struct UpstreamMetrics {
     durations: Vec<Histogram>,
 }
 
-const UPSTREAM_REASONS: [&str; 9] = [
-    "timeout",
-    "refused",
-    "servfail",
-    "rcode_refused",
-    "rcode",
-    "io",
-    "closed",
-    "malformed",
-    "mismatch",
-];
+const UPSTREAM_REASONS: [&str; 9] =
+    ["timeout", "refused", "servfail", "rcode_refused", "rcode", "io", "closed", "malformed", "mismatch"];
 
 impl UpstreamMetrics {
     pub fn new(to: &str) -> UpstreamMetrics {
@@ -321,15 +296,9 @@ pub struct CacheMetrics {
 impl CacheMetrics {
     pub fn new() -> CacheMetrics {
         CacheMetrics {
-            entries: [
-                gauge!(CACHE_ENTRIES, "kind" => "success"),
-                gauge!(CACHE_ENTRIES, "kind" => "denial"),
-            ],
+            entries: [gauge!(CACHE_ENTRIES, "kind" => "success"), gauge!(CACHE_ENTRIES, "kind" => "denial")],
             bytes: gauge!(CACHE_BYTES),
-            hits: [
-                counter!(CACHE_HITS_TOTAL, "kind" => "success"),
-                counter!(CACHE_HITS_TOTAL, "kind" => "denial"),
-            ],
+            hits: [counter!(CACHE_HITS_TOTAL, "kind" => "success"), counter!(CACHE_HITS_TOTAL, "kind" => "denial")],
             stale: counter!(CACHE_HITS_TOTAL, "kind" => "stale"),
             misses: counter!(CACHE_MISSES_TOTAL),
             evictions: counter!(CACHE_EVICTIONS_TOTAL),
@@ -373,10 +342,7 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time from receiving a client query to sending its answer."
     );
-    describe_counter!(
-        UPSTREAM_REQUESTS_TOTAL,
-        "Queries sent to each upstream, by transport."
-    );
+    describe_counter!(UPSTREAM_REQUESTS_TOTAL, "Queries sent to each upstream, by transport.");
     describe_histogram!(
         UPSTREAM_DURATION,
         metrics::Unit::Seconds,
@@ -386,57 +352,27 @@ fn describe() {
         UPSTREAM_ERRORS_TOTAL,
         "Failed upstream exchanges and rejected upstream packets, by upstream and reason."
     );
-    describe_gauge!(
-        UPSTREAM_HEALTHY,
-        "1 while an upstream is considered healthy, 0 while it is skipped."
-    );
+    describe_gauge!(UPSTREAM_HEALTHY, "1 while an upstream is considered healthy, 0 while it is skipped.");
     describe_gauge!(INFLIGHT, "Client queries currently waiting for an answer.");
     describe_counter!(
         INFLIGHT_REJECTED_TOTAL,
         "Queries answered SERVFAIL at once because --max-inflight queries were in flight."
     );
     describe_counter!(DROPPED_TOTAL, "Packets dropped without a reply, by reason.");
-    describe_counter!(
-        TRUNCATED_TOTAL,
-        "UDP answers sent truncated (TC) because they exceed the client's UDP size."
-    );
-    describe_counter!(
-        TCP_FALLBACK_TOTAL,
-        "Truncated UDP replies from upstream retried over TCP."
-    );
+    describe_counter!(TRUNCATED_TOTAL, "UDP answers sent truncated (TC) because they exceed the client's UDP size.");
+    describe_counter!(TCP_FALLBACK_TOTAL, "Truncated UDP replies from upstream retried over TCP.");
     describe_gauge!(TCP_CONNECTIONS, "Open TCP client connections.");
     describe_counter!(
         TCP_REJECTED_TOTAL,
         "TCP client connections closed at once because --tcp-max-connections were open."
     );
-    describe_gauge!(
-        BUILD_INFO,
-        "Always 1; the version label says which podns runs."
-    );
-    describe_gauge!(
-        CACHE_ENTRIES,
-        "Entries in the answer cache, by kind (success, denial)."
-    );
-    describe_gauge!(
-        CACHE_BYTES,
-        "Bytes held by the answer cache (replies, keys and per-entry overhead)."
-    );
-    describe_counter!(
-        CACHE_HITS_TOTAL,
-        "Answers served from the cache, by kind (success, denial, stale)."
-    );
-    describe_counter!(
-        CACHE_MISSES_TOTAL,
-        "Cache lookups that found no live entry."
-    );
-    describe_counter!(
-        CACHE_EVICTIONS_TOTAL,
-        "Cache entries evicted to stay within --cache-size."
-    );
-    describe_counter!(
-        CACHE_PREFETCH_TOTAL,
-        "Background refreshes of popular entries in the last tenth of their TTL."
-    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label says which podns runs.");
+    describe_gauge!(CACHE_ENTRIES, "Entries in the answer cache, by kind (success, denial).");
+    describe_gauge!(CACHE_BYTES, "Bytes held by the answer cache (replies, keys and per-entry overhead).");
+    describe_counter!(CACHE_HITS_TOTAL, "Answers served from the cache, by kind (success, denial, stale).");
+    describe_counter!(CACHE_MISSES_TOTAL, "Cache lookups that found no live entry.");
+    describe_counter!(CACHE_EVICTIONS_TOTAL, "Cache entries evicted to stay within --cache-size.");
+    describe_counter!(CACHE_PREFETCH_TOTAL, "Background refreshes of popular entries in the last tenth of their TTL.");
     describe_counter!(
         COALESCED_TOTAL,
         "Queries that joined an identical upstream query already in flight instead of sending their own."

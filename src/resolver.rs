@@ -38,10 +38,7 @@ struct SlotGuard<'a> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            self.map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&k);
+            self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
         }
     }
 }
@@ -66,19 +63,8 @@ pub fn key_of<'a>(msg: &'a [u8], q: &ParsedQuery) -> KeyRef<'a> {
 }
 
 impl Resolver {
-    pub fn new(
-        upstreams: Upstreams,
-        cache: Option<Cache>,
-        servfail_ttl: Duration,
-        metrics: CacheMetrics,
-    ) -> Resolver {
-        Resolver {
-            upstreams,
-            cache,
-            inflight: Mutex::new(HashMap::new()),
-            servfail_ttl,
-            metrics,
-        }
+    pub fn new(upstreams: Upstreams, cache: Option<Cache>, servfail_ttl: Duration, metrics: CacheMetrics) -> Resolver {
+        Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics }
     }
 
     pub fn cache(&self) -> Option<&Cache> {
@@ -103,31 +89,38 @@ impl Resolver {
                         self.metrics.prefetch.increment(1);
                         tokio::spawn(self.clone().refresh(key.to_owned()));
                     }
-                    return Ok(Resolved {
-                        reply: entry.reply_at(now, false),
-                        source: Source::Cache,
-                    });
+                    return Ok(Resolved { reply: entry.reply_at(now, false), source: Source::Cache });
                 }
                 Lookup::Stale(entry) => stale = Some(entry),
                 Lookup::Miss => {}
             }
         }
         match self.coalesced(msg, q, tcp).await {
-            Ok(bytes) => Ok(Resolved {
-                reply: BytesMut::from(&bytes[..]),
-                source: Source::Upstream,
-            }),
+            Ok(bytes) => Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
             Err(e) => match (stale, &self.cache) {
                 (Some(entry), Some(cache)) => {
                     cache.served_stale();
-                    Ok(Resolved {
-                        reply: entry.reply_at(Instant::now(), true),
-                        source: Source::Stale,
-                    })
+                    Ok(Resolved { reply: entry.reply_at(Instant::now(), true), source: Source::Stale })
                 }
                 _ => Err(e),
             },
         }
+    }
+
+    /// Writes a live cache entry for the query `msg` into `out` (TTLs lowered by its age, ID and
+    /// question case not yet the client's), starting a background refresh when it is due.
+    /// Returns false on a miss; stale entries are left for [`Resolver::resolve`].
+    pub fn cached_answer(self: &Arc<Self>, msg: &[u8], q: &ParsedQuery, out: &mut BytesMut) -> bool {
+        let Some(cache) = &self.cache else { return false };
+        let now = Instant::now();
+        let key = key_of(msg, q);
+        let Some((entry, prefetch)) = cache.get_fresh(&key, now) else { return false };
+        if prefetch && entry.claim_prefetch() {
+            self.metrics.prefetch.increment(1);
+            tokio::spawn(self.clone().refresh(key.to_owned()));
+        }
+        entry.write_reply_at(now, false, out);
+        true
     }
 
     /// Asks upstream, sharing one exchange among identical queries in flight, and caches the
@@ -156,15 +149,8 @@ impl Resolver {
                 };
             }
         };
-        let _slot = SlotGuard {
-            map: &self.inflight,
-            key: Some(owned),
-        };
-        let result = self
-            .upstreams
-            .resolve(msg, q, tcp)
-            .await
-            .map(|ex| ex.reply.freeze());
+        let _slot = SlotGuard { map: &self.inflight, key: Some(owned) };
+        let result = self.upstreams.resolve(msg, q, tcp).await.map(|ex| ex.reply.freeze());
         if let Some(cache) = &self.cache {
             let key = key_of(msg, q);
             match &result {
@@ -173,14 +159,7 @@ impl Resolver {
                 }
                 Err(_) if !self.servfail_ttl.is_zero() => {
                     let mut sf = BytesMut::new();
-                    error_reply(
-                        msg,
-                        &q.header,
-                        Some(&q.question),
-                        rcode::SERVFAIL,
-                        q.opt.as_ref(),
-                        &mut sf,
-                    );
+                    error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut sf);
                     cache.insert_for(&key, &sf, self.servfail_ttl, Kind::Denial, Instant::now());
                 }
                 Err(_) => {}
@@ -192,12 +171,7 @@ impl Resolver {
 
     /// Looks up `name` (uncompressed wire, any case) and `qtype` for podns's own purposes
     /// (search collapse, AAAA handling), through the cache and coalescing like client queries.
-    pub async fn lookup(
-        self: &Arc<Self>,
-        name: &[u8],
-        qtype: u16,
-        flags: u8,
-    ) -> Result<Resolved, ResolveError> {
+    pub async fn lookup(self: &Arc<Self>, name: &[u8], qtype: u16, flags: u8) -> Result<Resolved, ResolveError> {
         let mut msg = internal_query(name, qtype, flags);
         match admit(&msg) {
             Admission::Query(q) => self.resolve(&mut msg, &q, false).await,
@@ -289,11 +263,7 @@ mod tests {
                 });
             }
         });
-        Upstream {
-            addr,
-            queries,
-            seen,
-        }
+        Upstream { addr, queries, seen }
     }
 
     fn resolver(addr: SocketAddr, cache_bytes: u64) -> Arc<Resolver> {
@@ -327,9 +297,7 @@ mod tests {
 
     fn ttl_of(b: &[u8]) -> u32 {
         let h = Header::parse(b).unwrap();
-        min_ttl(b, &h, parse_question(b).unwrap().end)
-            .unwrap()
-            .unwrap()
+        min_ttl(b, &h, parse_question(b).unwrap().end).unwrap().unwrap()
     }
 
     /// A reply for NAME as the fake upstream would send it, for seeding the cache.
@@ -343,21 +311,12 @@ mod tests {
     }
 
     fn key() -> KeyRef<'static> {
-        KeyRef {
-            name: NAME,
-            qtype: rtype::A,
-            qclass: 1,
-            flags: key_flags(false, false),
-        }
+        KeyRef { name: NAME, qtype: rtype::A, qclass: 1, flags: key_flags(false, false) }
     }
 
     #[tokio::test]
     async fn concurrent_identical_queries_share_one_upstream_query() {
-        let up = fake_upstream(Script::Answer {
-            ttl: 60,
-            delay_ms: 150,
-        })
-        .await;
+        let up = fake_upstream(Script::Answer { ttl: 60, delay_ms: 150 }).await;
         let r = resolver(up.addr, 0); // no cache: only coalescing can save queries
         let tasks: Vec<_> = (0..100)
             .map(|_| {
@@ -374,16 +333,9 @@ mod tests {
 
     #[tokio::test]
     async fn second_lookup_is_a_cache_hit() {
-        let up = fake_upstream(Script::Answer {
-            ttl: 60,
-            delay_ms: 0,
-        })
-        .await;
+        let up = fake_upstream(Script::Answer { ttl: 60, delay_ms: 0 }).await;
         let r = resolver(up.addr, 1 << 20);
-        assert_eq!(
-            r.lookup(NAME, rtype::A, 0).await.unwrap().source,
-            Source::Upstream
-        );
+        assert_eq!(r.lookup(NAME, rtype::A, 0).await.unwrap().source, Source::Upstream);
         let again = r.lookup(b"\x04PyPI\x03ORG\x00", rtype::A, 0).await.unwrap();
         assert_eq!(again.source, Source::Cache);
         assert_eq!(up.queries.load(Ordering::SeqCst), 1);
@@ -392,19 +344,12 @@ mod tests {
     #[tokio::test]
     async fn serves_stale_when_upstream_fails() {
         // Nothing listens on this port: every attempt is refused at once.
-        let dead = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let r = resolver(dead, 1 << 20);
         let cache = r.cache().unwrap();
         let long_ago = Instant::now() - Duration::from_secs(120);
         assert!(cache.insert(&key(), &seed_reply(60), long_ago));
-        assert!(matches!(
-            cache.get(&key(), Instant::now()),
-            Lookup::Stale(_)
-        ));
+        assert!(matches!(cache.get(&key(), Instant::now()), Lookup::Stale(_)));
         let got = r.lookup(NAME, rtype::A, 0).await.expect("stale answer");
         assert_eq!(got.source, Source::Stale);
         assert_eq!(ttl_of(&got.reply), crate::cache::STALE_TTL);
@@ -412,18 +357,10 @@ mod tests {
 
     #[tokio::test]
     async fn popular_entry_is_refreshed_before_expiry() {
-        let up = fake_upstream(Script::Answer {
-            ttl: 100,
-            delay_ms: 0,
-        })
-        .await;
+        let up = fake_upstream(Script::Answer { ttl: 100, delay_ms: 0 }).await;
         let r = resolver(up.addr, 1 << 20);
         let cache = r.cache().unwrap();
-        assert!(cache.insert(
-            &key(),
-            &seed_reply(100),
-            Instant::now() - Duration::from_secs(95)
-        ));
+        assert!(cache.insert(&key(), &seed_reply(100), Instant::now() - Duration::from_secs(95)));
         let seen = up.seen.notified();
         let got = r.lookup(NAME, rtype::A, 0).await.unwrap();
         assert_eq!(got.source, Source::Cache);

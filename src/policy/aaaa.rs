@@ -111,12 +111,8 @@ impl NamePattern {
     /// A pattern that starts with `^` or holds a regex metacharacter is a regex; anything else
     /// is a domain suffix (`example.com` matches `example.com` and `db.example.com`).
     pub fn parse(s: &str) -> Result<NamePattern, String> {
-        if s.starts_with('^')
-            || s.contains(['\\', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '$'])
-        {
-            Regex::new(s)
-                .map(NamePattern::Regex)
-                .map_err(|e| format!("`{s}` is not a valid regex: {e}"))
+        if s.starts_with('^') || s.contains(['\\', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '$']) {
+            Regex::new(s).map(NamePattern::Regex).map_err(|e| format!("`{s}` is not a valid regex: {e}"))
         } else {
             let t = s.trim_matches('.').to_ascii_lowercase();
             if t.is_empty() {
@@ -214,10 +210,7 @@ mod tests {
         AaaaPolicy {
             mode,
             types: vec![rtype::AAAA],
-            nodata_for: rules
-                .iter()
-                .map(|r| NamePattern::parse(r).unwrap())
-                .collect(),
+            nodata_for: rules.iter().map(|r| NamePattern::parse(r).unwrap()).collect(),
             synth_ttl: Duration::from_secs(30),
             timeout: Duration::from_millis(400),
         }
@@ -237,16 +230,8 @@ mod tests {
             (AaaaMode::Auto, false, Plan::FromA(Reason::NoIpv6)),
             (AaaaMode::Auto, true, Plan::Fix),
         ] {
-            assert_eq!(
-                policy(mode, &[]).plan(&n, rtype::AAAA, v6),
-                want,
-                "{mode:?} v6={v6}"
-            );
-            assert_eq!(
-                policy(mode, &[]).plan(&n, rtype::A, v6),
-                Plan::Forward,
-                "A is never handled"
-            );
+            assert_eq!(policy(mode, &[]).plan(&n, rtype::AAAA, v6), want, "{mode:?} v6={v6}");
+            assert_eq!(policy(mode, &[]).plan(&n, rtype::A, v6), Plan::Forward, "A is never handled");
         }
         let mut p = policy(AaaaMode::Fix, &[]);
         p.types.push(rtype::HTTPS);
@@ -256,34 +241,15 @@ mod tests {
 
     #[test]
     fn rules_match_suffixes_and_regexes() {
-        let p = policy(
-            AaaaMode::Forward,
-            &["example.com", r"^postgresql-primary\."],
-        );
+        let p = policy(AaaaMode::Forward, &["example.com", r"^postgresql-primary\."]);
+        assert_eq!(p.plan(&wire("DB.Example.COM"), rtype::AAAA, true), Plan::FromA(Reason::Rule));
+        assert_eq!(p.plan(&wire("example.com"), rtype::AAAA, true), Plan::FromA(Reason::Rule));
+        assert_eq!(p.plan(&wire("notexample.com"), rtype::AAAA, true), Plan::Forward);
         assert_eq!(
-            p.plan(&wire("DB.Example.COM"), rtype::AAAA, true),
+            p.plan(&wire("postgresql-primary.db.svc.cluster.local"), rtype::AAAA, true),
             Plan::FromA(Reason::Rule)
         );
-        assert_eq!(
-            p.plan(&wire("example.com"), rtype::AAAA, true),
-            Plan::FromA(Reason::Rule)
-        );
-        assert_eq!(
-            p.plan(&wire("notexample.com"), rtype::AAAA, true),
-            Plan::Forward
-        );
-        assert_eq!(
-            p.plan(
-                &wire("postgresql-primary.db.svc.cluster.local"),
-                rtype::AAAA,
-                true
-            ),
-            Plan::FromA(Reason::Rule)
-        );
-        assert_eq!(
-            p.plan(&wire("my-postgresql-primary.db"), rtype::AAAA, true),
-            Plan::Forward
-        );
+        assert_eq!(p.plan(&wire("my-postgresql-primary.db"), rtype::AAAA, true), Plan::Forward);
         assert!(NamePattern::parse("^(unclosed").is_err());
         assert!(NamePattern::parse(".").is_err());
     }
@@ -292,42 +258,14 @@ mod tests {
     fn decision_table() {
         let p = policy(AaaaMode::Fix, &[]);
         for (a, reason, want) in [
-            (
-                AOutcome::Exists,
-                Reason::Servfail,
-                Verdict::NoData { ttl: 30 },
-            ),
-            (
-                AOutcome::Exists,
-                Reason::Refused,
-                Verdict::NoData { ttl: 30 },
-            ),
-            (
-                AOutcome::Exists,
-                Reason::Timeout,
-                Verdict::NoData { ttl: TIMEOUT_TTL },
-            ),
+            (AOutcome::Exists, Reason::Servfail, Verdict::NoData { ttl: 30 }),
+            (AOutcome::Exists, Reason::Refused, Verdict::NoData { ttl: 30 }),
+            (AOutcome::Exists, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
             (AOutcome::Exists, Reason::Rule, Verdict::NoData { ttl: 30 }),
-            (
-                AOutcome::Exists,
-                Reason::NoIpv6,
-                Verdict::NoData { ttl: 30 },
-            ),
-            (
-                AOutcome::NxDomain,
-                Reason::Servfail,
-                Verdict::NxDomain { ttl: 30 },
-            ),
-            (
-                AOutcome::NxDomain,
-                Reason::NoIpv6,
-                Verdict::NxDomain { ttl: 30 },
-            ),
-            (
-                AOutcome::NxDomain,
-                Reason::Timeout,
-                Verdict::NxDomain { ttl: TIMEOUT_TTL },
-            ),
+            (AOutcome::Exists, Reason::NoIpv6, Verdict::NoData { ttl: 30 }),
+            (AOutcome::NxDomain, Reason::Servfail, Verdict::NxDomain { ttl: 30 }),
+            (AOutcome::NxDomain, Reason::NoIpv6, Verdict::NxDomain { ttl: 30 }),
+            (AOutcome::NxDomain, Reason::Timeout, Verdict::NxDomain { ttl: TIMEOUT_TTL }),
             (AOutcome::Failed, Reason::Servfail, Verdict::ServFail),
             (AOutcome::Failed, Reason::Timeout, Verdict::ServFail),
             (AOutcome::Failed, Reason::Rule, Verdict::ServFail),

@@ -17,8 +17,7 @@ pub struct ParsedQuery {
 impl ParsedQuery {
     /// The largest UDP reply this client accepts: 512 without EDNS, else its advertised size.
     pub fn max_udp_reply(&self) -> usize {
-        self.opt
-            .map_or(crate::wire::MIN_UDP_SIZE, |o| o.max_udp_reply())
+        self.opt.map_or(crate::wire::MIN_UDP_SIZE, |o| o.max_udp_reply())
     }
 }
 
@@ -29,12 +28,7 @@ pub enum Admission {
     Drop(Drop),
     /// Answer at once with `rcode`, echoing the question when it could be read and carrying an
     /// OPT record when the query had one.
-    Reject {
-        header: Header,
-        rcode: u16,
-        question: Option<Question>,
-        opt: Option<Opt>,
-    },
+    Reject { header: Header, rcode: u16, question: Option<Question>, opt: Option<Opt> },
     /// A well-formed standard query.
     Query(ParsedQuery),
 }
@@ -50,17 +44,8 @@ pub fn admit(msg: &[u8]) -> Admission {
     if header.qr() {
         return Admission::Drop(Drop::Response);
     }
-    let reject = |rcode, question, opt| Admission::Reject {
-        header,
-        rcode,
-        question,
-        opt,
-    };
-    let question = if header.qdcount == 1 {
-        parse_question(msg).ok()
-    } else {
-        None
-    };
+    let reject = |rcode, question, opt| Admission::Reject { header, rcode, question, opt };
+    let question = if header.qdcount == 1 { parse_question(msg).ok() } else { None };
     if header.opcode() != QUERY {
         return reject(rcode::NOTIMP, question, None);
     }
@@ -79,11 +64,7 @@ pub fn admit(msg: &[u8]) -> Admission {
     {
         return reject(rcode::BADVERS, Some(question), Some(o));
     }
-    Admission::Query(ParsedQuery {
-        header,
-        question,
-        opt,
-    })
+    Admission::Query(ParsedQuery { header, question, opt })
 }
 
 #[cfg(test)]
@@ -114,43 +95,14 @@ mod tests {
     fn decision_table() {
         let with = |a: &[u8], b: &[u8]| [a, b].concat();
         assert_eq!(admit(&[0; 11]), Admission::Drop(Drop::Short));
-        assert_eq!(
-            admit(&query(0x8100, 1, 0, Q)),
-            Admission::Drop(Drop::Response)
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x2100, 1, 0, Q))),
-            Some(rcode::NOTIMP),
-            "opcode 4 NOTIFY"
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 0, 0, b""))),
-            Some(rcode::FORMERR),
-            "no question"
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 2, 0, &with(Q, Q)))),
-            Some(rcode::FORMERR),
-            "two questions"
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 1, 0, &Q[..5]))),
-            Some(rcode::FORMERR),
-            "cut question"
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 1, 2, &[Q, OPT0, OPT0].concat()))),
-            Some(rcode::FORMERR)
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 1, 1, Q))),
-            Some(rcode::FORMERR),
-            "missing additional"
-        );
-        assert_eq!(
-            rcode_of(admit(&query(0x0100, 1, 1, &with(Q, OPT1)))),
-            Some(rcode::BADVERS)
-        );
+        assert_eq!(admit(&query(0x8100, 1, 0, Q)), Admission::Drop(Drop::Response));
+        assert_eq!(rcode_of(admit(&query(0x2100, 1, 0, Q))), Some(rcode::NOTIMP), "opcode 4 NOTIFY");
+        assert_eq!(rcode_of(admit(&query(0x0100, 0, 0, b""))), Some(rcode::FORMERR), "no question");
+        assert_eq!(rcode_of(admit(&query(0x0100, 2, 0, &with(Q, Q)))), Some(rcode::FORMERR), "two questions");
+        assert_eq!(rcode_of(admit(&query(0x0100, 1, 0, &Q[..5]))), Some(rcode::FORMERR), "cut question");
+        assert_eq!(rcode_of(admit(&query(0x0100, 1, 2, &[Q, OPT0, OPT0].concat()))), Some(rcode::FORMERR));
+        assert_eq!(rcode_of(admit(&query(0x0100, 1, 1, Q))), Some(rcode::FORMERR), "missing additional");
+        assert_eq!(rcode_of(admit(&query(0x0100, 1, 1, &with(Q, OPT1)))), Some(rcode::BADVERS));
         match admit(&query(0x0100, 1, 1, &with(Q, OPT0))) {
             Admission::Query(p) => {
                 assert_eq!(p.question.qtype, 1);

@@ -53,8 +53,8 @@ impl SearchConfig {
     /// the cluster domain. Fails on a search domain or cluster domain that is not a valid name,
     /// and on a cluster domain that is the root or too long to build probe names under.
     pub fn new(search: &[String], ndots: u8, cluster_domain: &str) -> Result<SearchConfig, String> {
-        let cd = Name::from_dotted(cluster_domain)
-            .ok_or_else(|| format!("invalid cluster domain {cluster_domain:?}"))?;
+        let cd =
+            Name::from_dotted(cluster_domain).ok_or_else(|| format!("invalid cluster domain {cluster_domain:?}"))?;
         if cd.wire().len() <= 1 {
             return Err("the cluster domain cannot be the root".to_string());
         }
@@ -68,26 +68,15 @@ impl SearchConfig {
                 names.push(n);
             }
         }
-        let in_cluster = names
-            .iter()
-            .map(|n| labels_above(n.wire(), cd.wire()).is_some())
-            .collect();
+        let in_cluster = names.iter().map(|n| labels_above(n.wire(), cd.wire()).is_some()).collect();
         let namespace = names.iter().find_map(|n| {
             let mut l = labels(n.wire());
             let (ns, svc) = (l.next()?, l.next()?);
             let is_ns_svc = labels_above(n.wire(), cd.wire()) == Some(2) && svc == b"svc";
             // Labels of a `Name` are ASCII without dots, so this cannot fail.
-            is_ns_svc
-                .then(|| std::str::from_utf8(ns).ok().and_then(Name::from_dotted))
-                .flatten()
+            is_ns_svc.then(|| std::str::from_utf8(ns).ok().and_then(Name::from_dotted)).flatten()
         });
-        Ok(SearchConfig {
-            search: names,
-            in_cluster,
-            ndots,
-            cluster_domain: cd,
-            namespace,
-        })
+        Ok(SearchConfig { search: names, in_cluster, ndots, cluster_domain: cd, namespace })
     }
 
     /// Parses `search`/`domain` and `options ndots:N` lines of a resolv.conf text (glibc
@@ -101,12 +90,8 @@ impl SearchConfig {
     pub fn from_resolv_conf(text: &str, cluster_domain: &str) -> Result<SearchConfig, String> {
         let mut search: Vec<String> = Vec::new();
         let mut ndots = 1u8;
-        let tokens = |rest: &str| {
-            rest.split([' ', '\t'])
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        };
+        let tokens =
+            |rest: &str| rest.split([' ', '\t']).filter(|t| !t.is_empty()).map(str::to_string).collect::<Vec<_>>();
         for line in text.lines() {
             if let Some(rest) = keyword(line, "domain") {
                 if let Some(d) = tokens(rest).into_iter().next() {
@@ -169,14 +154,8 @@ fn parse_ndots(s: &str) -> u8 {
     let v = digits
         .bytes()
         .take_while(u8::is_ascii_digit)
-        .fold(0u64, |v, d| {
-            v.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-        });
-    if neg {
-        (v.wrapping_neg() & 0xf) as u8
-    } else {
-        v.min(u64::from(MAX_NDOTS)) as u8
-    }
+        .fold(0u64, |v, d| v.saturating_mul(10).saturating_add(u64::from(d - b'0')));
+    if neg { (v.wrapping_neg() & 0xf) as u8 } else { v.min(u64::from(MAX_NDOTS)) as u8 }
 }
 
 /// Number of labels of `name` above `suffix` when `suffix` is a label-aligned suffix of `name`
@@ -210,11 +189,7 @@ pub enum SearchClass {
     /// `prefix_len` is the wire length of P's labels (without the terminating root), so P's
     /// labels are `qname[..prefix_len]`; `tld` is the byte range of the last label of P (the TLD
     /// label content) within qname; `search_index` is which search domain S is.
-    FqdnLike {
-        search_index: usize,
-        prefix_len: usize,
-        tld: Range<usize>,
-    },
+    FqdnLike { search_index: usize, prefix_len: usize, tld: Range<usize> },
     /// P.S that could be a real cluster (or non-cluster-search-domain) name: forward unchanged.
     Other { search_index: usize },
 }
@@ -233,10 +208,7 @@ impl Split {
         if q.len() > MAX_NAME {
             return None;
         }
-        let mut s = Split {
-            starts: [0; MAX_LABELS + 1],
-            n: 0,
-        };
+        let mut s = Split { starts: [0; MAX_LABELS + 1], n: 0 };
         let mut at = 0usize;
         loop {
             let l = *q.get(at)?;
@@ -297,11 +269,7 @@ pub fn classify(qname: &[u8], cfg: &SearchConfig) -> SearchClass {
         if p_labels >= 2 {
             let tld = split.range(p_labels - 1);
             if is_public_tld(&qname[tld.clone()]) {
-                return SearchClass::FqdnLike {
-                    search_index: i,
-                    prefix_len: start,
-                    tld,
-                };
+                return SearchClass::FqdnLike { search_index: i, prefix_len: start, tld };
             }
         }
         return SearchClass::Other { search_index: i };
@@ -342,11 +310,8 @@ fn cluster_name_impossible(qname: &[u8], split: &Split, cd: &[u8]) -> bool {
         }
         if below >= 2 {
             let second = label(m - 3);
-            let possible = if top.eq_ignore_ascii_case(b"svc") {
-                is_dns1123_label(second)
-            } else {
-                could_be_pod_ip(second)
-            };
+            let possible =
+                if top.eq_ignore_ascii_case(b"svc") { is_dns1123_label(second) } else { could_be_pod_ip(second) };
             return !possible;
         }
         return false;
@@ -383,9 +348,7 @@ fn is_dns1123_label(l: &[u8]) -> bool {
 /// dots or colons, then `net.ParseIP`): a superset, so only characters no address can use rule
 /// it out.
 fn could_be_pod_ip(l: &[u8]) -> bool {
-    !l.is_empty()
-        && l.iter()
-            .all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b'.'))
+    !l.is_empty() && l.iter().all(|c| c.is_ascii_hexdigit() || matches!(c, b'-' | b':' | b'.'))
 }
 
 /// ASCII case-insensitive order of `a` against the lower-case `b`.
@@ -395,10 +358,7 @@ fn cmp_ignore_case(a: &[u8], b: &[u8]) -> Ordering {
 
 /// True when `label` (case-insensitive) is a top-level domain in the embedded list.
 pub fn is_public_tld(label: &[u8]) -> bool {
-    label.len() <= MAX_TLD_LEN
-        && TLDS
-            .binary_search_by(|t| cmp_ignore_case(label, t.as_bytes()).reverse())
-            .is_ok()
+    label.len() <= MAX_TLD_LEN && TLDS.binary_search_by(|t| cmp_ignore_case(label, t.as_bytes()).reverse()).is_ok()
 }
 
 /// The two probe names for TLD label L: `L.svc.<cd>` (is L a namespace?) and `L.<ns>.svc.<cd>`
@@ -422,9 +382,7 @@ pub fn probe_names(tld: &[u8], cfg: &SearchConfig) -> (Name, Option<Name>) {
     let namespace_probe = Name::from_dotted(&format!("{label}.svc{cd}"))
         .expect("SearchConfig::new bounds the cluster domain so that this fits");
     let service_probe = cfg.namespace.as_ref().and_then(|ns| {
-        let ns = labels(ns.wire())
-            .next()
-            .and_then(|l| std::str::from_utf8(l).ok())?;
+        let ns = labels(ns.wire()).next().and_then(|l| std::str::from_utf8(l).ok())?;
         Name::from_dotted(&format!("{label}.{ns}.svc{cd}"))
     });
     (namespace_probe, service_probe)
@@ -437,11 +395,7 @@ mod tests {
     /// Wire form of a dotted name, letter case kept (unlike `Name`).
     fn qn(dotted: &str) -> Vec<u8> {
         let mut w = Vec::new();
-        for l in dotted
-            .trim_end_matches('.')
-            .split('.')
-            .filter(|l| !l.is_empty())
-        {
+        for l in dotted.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
             w.push(l.len() as u8);
             w.extend_from_slice(l.as_bytes());
         }
@@ -455,16 +409,7 @@ mod tests {
     }
 
     fn k8s() -> SearchConfig {
-        cfg(
-            &[
-                "default.svc.cluster.local",
-                "svc.cluster.local",
-                "cluster.local",
-                "ec2.internal",
-            ],
-            5,
-            "cluster.local",
-        )
+        cfg(&["default.svc.cluster.local", "svc.cluster.local", "cluster.local", "ec2.internal"], 5, "cluster.local")
     }
 
     /// Expected class; `F` carries the dotted P as it appears in the query.
@@ -484,14 +429,7 @@ mod tests {
                 (E::N, SearchClass::NotSearch) => true,
                 (E::I(i), SearchClass::Impossible { search_index }) => i == search_index,
                 (E::O(i), SearchClass::Other { search_index }) => i == search_index,
-                (
-                    E::F(i, p),
-                    SearchClass::FqdnLike {
-                        search_index,
-                        prefix_len,
-                        tld,
-                    },
-                ) => {
+                (E::F(i, p), SearchClass::FqdnLike { search_index, prefix_len, tld }) => {
                     let p_wire = qn(p);
                     let last = p.rsplit('.').next().unwrap();
                     i == search_index
@@ -528,10 +466,7 @@ mod tests {
                 // Impossible.
                 ("web.dev.svc.cluster.local", F(1, "web.dev")),
                 ("web.app.default.svc.cluster.local", F(0, "web.app")),
-                (
-                    "www.pypi.org.default.svc.cluster.local",
-                    F(0, "www.pypi.org"),
-                ),
+                ("www.pypi.org.default.svc.cluster.local", F(0, "www.pypi.org")),
                 // A one-label P is never FqdnLike, even when it is a TLD.
                 ("com.default.svc.cluster.local", O(0)),
                 // Apexes: NODATA in CoreDNS, not NXDOMAIN.
@@ -548,10 +483,7 @@ mod tests {
                 ("foo.cluster.local", I(2)),
                 // Depth under svc: at most 4 labels before `svc`.
                 ("a.www.pypi.org.default.svc.cluster.local", I(0)),
-                (
-                    "_https._tcp.my-pet.headless.default.svc.cluster.local",
-                    I(0),
-                ),
+                ("_https._tcp.my-pet.headless.default.svc.cluster.local", I(0)),
                 ("b.c.d.default.svc.cluster.local", O(0)),
                 // Namespace and service labels must be RFC 1123 labels.
                 ("redis.bad_ns.svc.cluster.local", I(1)),
@@ -577,10 +509,7 @@ mod tests {
                 ("foo.svc1.ec2.internal", O(3)),
                 ("pypi.internal.ec2.internal", O(3)),
                 ("foo.bar.com.ec2.internal", F(3, "foo.bar.com")),
-                (
-                    "yandex.xn--p1ai.default.svc.cluster.local",
-                    F(0, "yandex.xn--p1ai"),
-                ),
+                ("yandex.xn--p1ai.default.svc.cluster.local", F(0, "yandex.xn--p1ai")),
                 // ndots:5 boundary: P with 4 dots is a search expansion, with 5 it is not.
                 ("a.b.c.d.com.ec2.internal", F(3, "a.b.c.d.com")),
                 ("a.b.c.d.e.com.ec2.internal", N),
@@ -601,19 +530,8 @@ mod tests {
         use E::*;
         // Nested search domains in an unusual order: the shorter one comes first, so P keeps
         // the namespace label and its last label is not a TLD.
-        let c = cfg(
-            &[
-                "svc.cluster.local",
-                "default.svc.cluster.local",
-                "cluster.local",
-            ],
-            5,
-            "cluster.local",
-        );
-        assert_eq!(
-            c.namespace().map(Name::to_dotted).as_deref(),
-            Some("default.")
-        );
+        let c = cfg(&["svc.cluster.local", "default.svc.cluster.local", "cluster.local"], 5, "cluster.local");
+        assert_eq!(c.namespace().map(Name::to_dotted).as_deref(), Some("default."));
         check(
             &c,
             &[
@@ -627,23 +545,13 @@ mod tests {
         // A search domain that is a parent of the cluster domain: the name is still judged whole.
         let c = cfg(&["default.svc.cluster.local", "local"], 5, "cluster.local");
         assert!(!c.is_cluster_search(1));
-        check(
-            &c,
-            &[
-                ("x.cluster.local", I(1)),
-                ("pypi.org.local", F(1, "pypi.org")),
-            ],
-        );
+        check(&c, &[("x.cluster.local", I(1)), ("pypi.org.local", F(1, "pypi.org"))]);
     }
 
     #[test]
     fn ndots_boundaries() {
         use E::*;
-        let search = [
-            "default.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-        ];
+        let search = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"];
         let c = cfg(&search, 2, "cluster.local");
         check(
             &c,
@@ -656,40 +564,17 @@ mod tests {
             ],
         );
         let c = cfg(&search, 1, "cluster.local");
-        check(
-            &c,
-            &[
-                ("redis.default.svc.cluster.local", O(0)),
-                ("pypi.org.default.svc.cluster.local", N),
-            ],
-        );
+        check(&c, &[("redis.default.svc.cluster.local", O(0)), ("pypi.org.default.svc.cluster.local", N)]);
         let c = cfg(&search, 0, "cluster.local");
-        check(
-            &c,
-            &[
-                ("redis.default.svc.cluster.local", N),
-                ("pypi.org.cluster.local", N),
-            ],
-        );
+        check(&c, &[("redis.default.svc.cluster.local", N), ("pypi.org.cluster.local", N)]);
     }
 
     #[test]
     fn custom_cluster_domain() {
         use E::*;
-        let c = cfg(
-            &[
-                "team-a.svc.k8s.example.",
-                "svc.k8s.example",
-                "k8s.example",
-                "corp.example.com",
-            ],
-            5,
-            "k8s.example.",
-        );
-        assert_eq!(
-            c.namespace().map(Name::to_dotted).as_deref(),
-            Some("team-a.")
-        );
+        let c =
+            cfg(&["team-a.svc.k8s.example.", "svc.k8s.example", "k8s.example", "corp.example.com"], 5, "k8s.example.");
+        assert_eq!(c.namespace().map(Name::to_dotted).as_deref(), Some("team-a."));
         assert_eq!(c.cluster_domain().to_dotted(), "k8s.example.");
         let flags: Vec<bool> = (0..5).map(|i| c.is_cluster_search(i)).collect();
         assert_eq!(flags, [true, true, true, false, false]);
@@ -776,10 +661,7 @@ mod tests {
 
     #[test]
     fn tld_list() {
-        for t in [
-            "com", "org", "io", "dev", "app", "xn--p1ai", "COM", "Xn--P1Ai", "ck", "arpa", "co",
-            "uk",
-        ] {
+        for t in ["com", "org", "io", "dev", "app", "xn--p1ai", "COM", "Xn--P1Ai", "ck", "arpa", "co", "uk"] {
             assert!(is_public_tld(t.as_bytes()), "{t} should be a TLD");
         }
         let not = [
@@ -808,11 +690,7 @@ mod tests {
         }
         assert!(!is_public_tld(&[0xff; 3]));
         assert!(TLDS.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
-        assert!(
-            TLDS.iter()
-                .all(|t| is_dns1123_label(t.as_bytes())
-                    && !t.bytes().any(|c| c.is_ascii_uppercase()))
-        );
+        assert!(TLDS.iter().all(|t| is_dns1123_label(t.as_bytes()) && !t.bytes().any(|c| c.is_ascii_uppercase())));
         assert_eq!(TLDS.iter().map(|t| t.len()).max(), Some(MAX_TLD_LEN));
         assert!(TLDS.len() > 1000, "{} entries", TLDS.len());
     }
@@ -821,10 +699,7 @@ mod tests {
     fn probes() {
         let (ns, svc) = probe_names(b"DEV", &k8s());
         assert_eq!(ns.wire(), b"\x03dev\x03svc\x07cluster\x05local\x00");
-        assert_eq!(
-            svc.unwrap().wire(),
-            b"\x03dev\x07default\x03svc\x07cluster\x05local\x00"
-        );
+        assert_eq!(svc.unwrap().wire(), b"\x03dev\x07default\x03svc\x07cluster\x05local\x00");
         let c = cfg(&["svc.k8s.example", "k8s.example"], 5, "k8s.example");
         assert_eq!(c.namespace(), None);
         let (ns, svc) = probe_names(b"io", &c);
@@ -832,13 +707,8 @@ mod tests {
         assert_eq!(svc, None);
         // The tld range classify reports feeds probe_names directly.
         let q = qn("pypi.Org.default.svc.cluster.local");
-        let SearchClass::FqdnLike { tld, .. } = classify(&q, &k8s()) else {
-            panic!("not FqdnLike")
-        };
-        assert_eq!(
-            probe_names(&q[tld], &k8s()).0.to_dotted(),
-            "org.svc.cluster.local."
-        );
+        let SearchClass::FqdnLike { tld, .. } = classify(&q, &k8s()) else { panic!("not FqdnLike") };
+        assert_eq!(probe_names(&q[tld], &k8s()).0.to_dotted(), "org.svc.cluster.local.");
     }
 
     #[test]
@@ -850,34 +720,15 @@ mod tests {
         assert!(SearchConfig::new(&s(&[]), 5, ".").is_err());
         assert!(SearchConfig::new(&s(&[]), 5, "a..b").is_err());
         let long = vec!["abcdefghi"; 19].join(".");
-        assert!(
-            SearchConfig::new(&s(&[]), 5, &long).is_err(),
-            "no room for probe names"
-        );
-        let c = SearchConfig::new(
-            &s(&[".", "", "Default.SVC.cluster.local."]),
-            3,
-            "Cluster.Local.",
-        )
-        .unwrap();
-        assert_eq!(
-            c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(),
-            ["default.svc.cluster.local."]
-        );
+        assert!(SearchConfig::new(&s(&[]), 5, &long).is_err(), "no room for probe names");
+        let c = SearchConfig::new(&s(&[".", "", "Default.SVC.cluster.local."]), 3, "Cluster.Local.").unwrap();
+        assert_eq!(c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(), ["default.svc.cluster.local."]);
         assert_eq!(c.ndots(), 3);
-        assert_eq!(
-            c.namespace().map(Name::to_dotted).as_deref(),
-            Some("default.")
-        );
+        assert_eq!(c.namespace().map(Name::to_dotted).as_deref(), Some("default."));
         assert!(c.is_cluster_search(0));
         assert!(!c.is_cluster_search(1));
         // `<x>.<y>.svc.<cd>` is not a namespace search domain.
-        let c = SearchConfig::new(
-            &s(&["a.b.svc.cluster.local", "svc.cluster.local"]),
-            5,
-            "cluster.local",
-        )
-        .unwrap();
+        let c = SearchConfig::new(&s(&["a.b.svc.cluster.local", "svc.cluster.local"]), 5, "cluster.local").unwrap();
         assert_eq!(c.namespace(), None);
     }
 
@@ -890,26 +741,13 @@ mod tests {
         let c = SearchConfig::from_resolv_conf(text, "cluster.local").unwrap();
         assert_eq!(c, k8s());
         let parse = |t: &str| SearchConfig::from_resolv_conf(t, "cluster.local").unwrap();
-        let search = |t: &str| {
-            parse(t)
-                .search()
-                .iter()
-                .map(Name::to_dotted)
-                .collect::<Vec<_>>()
-        };
+        let search = |t: &str| parse(t).search().iter().map(Name::to_dotted).collect::<Vec<_>>();
         assert_eq!(search("search a.b\ndomain c.d\n"), ["c.d."]);
         assert_eq!(search("domain c.d\nsearch x y\n"), ["x.", "y."]);
-        assert_eq!(
-            search("search a\nsearch   \ndomain\n"),
-            ["a."],
-            "empty lines are ignored"
-        );
+        assert_eq!(search("search a\nsearch   \ndomain\n"), ["a."], "empty lines are ignored");
         assert_eq!(search("search\ta\t b\n"), ["a.", "b."]);
         assert_eq!(search("domain c.d extra\n"), ["c.d."]);
-        assert_eq!(
-            search("#search a\n; search b\n search c\nsearchd e\n"),
-            Vec::<String>::new()
-        );
+        assert_eq!(search("#search a\n; search b\n search c\nsearchd e\n"), Vec::<String>::new());
         assert_eq!(search(""), Vec::<String>::new());
         assert_eq!(parse("").ndots(), 1);
         assert_eq!(parse("options ndots:20\n").ndots(), 15);
@@ -942,33 +780,17 @@ mod tests {
         let got = classify(q, c);
         let index = match &got {
             SearchClass::NotSearch => return got,
-            SearchClass::Impossible { search_index } | SearchClass::Other { search_index } => {
-                *search_index
-            }
-            SearchClass::FqdnLike {
-                search_index,
-                prefix_len,
-                tld,
-            } => {
-                assert!(
-                    tld.start < tld.end && tld.end == *prefix_len && *prefix_len < q.len(),
-                    "{q:?}: {got:?}"
-                );
-                assert_eq!(
-                    q[tld.start - 1] as usize,
-                    tld.len(),
-                    "{q:?}: tld is a whole label"
-                );
+            SearchClass::Impossible { search_index } | SearchClass::Other { search_index } => *search_index,
+            SearchClass::FqdnLike { search_index, prefix_len, tld } => {
+                assert!(tld.start < tld.end && tld.end == *prefix_len && *prefix_len < q.len(), "{q:?}: {got:?}");
+                assert_eq!(q[tld.start - 1] as usize, tld.len(), "{q:?}: tld is a whole label");
                 assert!(is_public_tld(&q[tld.clone()]));
                 assert!(q[*prefix_len..].eq_ignore_ascii_case(c.search()[*search_index].wire()));
                 *search_index
             }
         };
         let s = c.search()[index].wire();
-        assert!(
-            s.len() < q.len() && q[q.len() - s.len()..].eq_ignore_ascii_case(s),
-            "{q:?}: {got:?}"
-        );
+        assert!(s.len() < q.len() && q[q.len() - s.len()..].eq_ignore_ascii_case(s), "{q:?}: {got:?}");
         got
     }
 
@@ -987,17 +809,10 @@ mod tests {
             let q = qn(seed);
             // Every strict prefix is malformed (no final root octet).
             for end in 0..q.len() {
-                assert_eq!(
-                    classify(&q[..end], &c),
-                    SearchClass::NotSearch,
-                    "{seed} cut at {end}"
-                );
+                assert_eq!(classify(&q[..end], &c), SearchClass::NotSearch, "{seed} cut at {end}");
             }
             // Trailing bytes after the root make it malformed too.
-            assert_eq!(
-                classify(&[&q[..], b"\x00"].concat(), &c),
-                SearchClass::NotSearch
-            );
+            assert_eq!(classify(&[&q[..], b"\x00"].concat(), &c), SearchClass::NotSearch);
             // Single-byte mutations: whatever comes out must be consistent.
             for _ in 0..2000 {
                 let mut m = q.clone();
@@ -1008,23 +823,13 @@ mod tests {
                 }
             }
         }
-        assert!(
-            searches > 0,
-            "mutations that keep the name valid still classify"
-        );
+        assert!(searches > 0, "mutations that keep the name valid still classify");
         // Random bytes, random lengths up to past the name limit, a bias towards small length
         // octets so that some inputs parse.
         for _ in 0..20_000 {
             let len = rng.below(300);
-            let v: Vec<u8> = (0..len)
-                .map(|_| {
-                    if rng.below(4) == 0 {
-                        rng.below(8) as u8
-                    } else {
-                        rng.next() as u8
-                    }
-                })
-                .collect();
+            let v: Vec<u8> =
+                (0..len).map(|_| if rng.below(4) == 0 { rng.below(8) as u8 } else { rng.next() as u8 }).collect();
             assert_consistent(&v, &c);
         }
         // Longest and most-labelled names.

@@ -31,8 +31,7 @@ impl Ipv6State {
         match *last {
             Some((at, v)) if now.saturating_duration_since(at) < IPV6_RECHECK => v,
             _ => {
-                let v = std::fs::read_to_string("/proc/net/if_inet6")
-                    .is_ok_and(|t| has_global_ipv6(&t));
+                let v = std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| has_global_ipv6(&t));
                 *last = Some((now, v));
                 v
             }
@@ -75,12 +74,8 @@ impl NameCopy {
 /// Why the upstream's own answer is not used, from how resolution failed.
 pub(super) fn reason_of(e: &ResolveError) -> Reason {
     match e {
-        ResolveError::Exhausted(
-            UpstreamError::Rcode(_, rcode::REFUSED) | UpstreamError::Refused(_),
-        ) => Reason::Refused,
-        ResolveError::Exhausted(UpstreamError::Timeout(_)) | ResolveError::Budget => {
-            Reason::Timeout
-        }
+        ResolveError::Exhausted(UpstreamError::Rcode(_, rcode::REFUSED) | UpstreamError::Refused(_)) => Reason::Refused,
+        ResolveError::Exhausted(UpstreamError::Timeout(_)) | ResolveError::Budget => Reason::Timeout,
         _ => Reason::Servfail,
     }
 }
@@ -88,12 +83,7 @@ pub(super) fn reason_of(e: &ResolveError) -> Reason {
 impl Handler {
     /// `--aaaa fix`: forward; if the upstream fails the query, or stays silent past
     /// `--aaaa-timeout` while the A record is known to exist, answer from the A outcome.
-    pub(super) async fn forward_fixing(
-        &self,
-        msg: &mut BytesMut,
-        q: &ParsedQuery,
-        proto: Proto,
-    ) -> Answer {
+    pub(super) async fn forward_fixing(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
         let name = NameCopy::of(msg, q);
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
         let result = {
@@ -118,12 +108,7 @@ impl Handler {
 
     /// True when a live cache entry says the A query for `name` answered NOERROR.
     fn a_known_to_exist(&self, name: &[u8], flags: u8) -> bool {
-        let key = KeyRef {
-            name,
-            qtype: rtype::A,
-            qclass: crate::wire::CLASS_IN,
-            flags,
-        };
+        let key = KeyRef { name, qtype: rtype::A, qclass: crate::wire::CLASS_IN, flags };
         self.resolver
             .cache()
             .and_then(|c| c.peek_fresh(&key, Instant::now()))
@@ -132,12 +117,7 @@ impl Handler {
 
     /// Answers a query of a synthesized type from what the A query for the same name says
     /// (in flight, cached, or asked now), and caches the answer.
-    pub(super) async fn answer_from_a(
-        &self,
-        msg: &[u8],
-        q: &ParsedQuery,
-        reason: Reason,
-    ) -> Answer {
+    pub(super) async fn answer_from_a(&self, msg: &[u8], q: &ParsedQuery, reason: Reason) -> Answer {
         let name = q.question.name(msg);
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
         let a = match self.resolver.lookup(name, rtype::A, flags).await {
@@ -153,24 +133,11 @@ impl Handler {
         };
         self.metrics.synthesized(q.question.qtype, reason);
         let mut out = BytesMut::with_capacity(q.question.end + 80);
-        negative_reply(
-            msg,
-            &q.header,
-            &q.question,
-            rc,
-            ttl,
-            None,
-            q.opt.as_ref(),
-            &mut out,
-        );
+        negative_reply(msg, &q.header, &q.question, rc, ttl, None, q.opt.as_ref(), &mut out);
         if let Some(cache) = self.resolver.cache() {
             cache.insert(&crate::resolver::key_of(msg, q), &out, Instant::now());
         }
-        Answer {
-            bytes: out,
-            rcode: rc,
-            source: Source::Synthesized,
-        }
+        Answer { bytes: out, rcode: rc, source: Source::Synthesized }
     }
 }
 

@@ -21,9 +21,7 @@ use crate::policy::aaaa::{AOutcome, Plan, Verdict};
 use crate::policy::search::{SearchClass, SearchConfig, classify, probe_names};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::{Resolved, Resolver, key_of};
-use crate::wire::{
-    Header, Name, cname_reply, min_ttl, negative_reply, parse_question, rcode, write_query,
-};
+use crate::wire::{Header, Name, cname_reply, min_ttl, negative_reply, parse_question, rcode, write_query};
 
 /// `--collapse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,14 +67,7 @@ impl Collapse {
         probe_ttl: Duration,
         synth_ttl: u32,
     ) -> Collapse {
-        Collapse {
-            cfg,
-            mode,
-            namespaces,
-            probe_ttl,
-            synth_ttl,
-            probes: Mutex::new(HashMap::new()),
-        }
+        Collapse { cfg, mode, namespaces, probe_ttl, synth_ttl, probes: Mutex::new(HashMap::new()) }
     }
 
     /// Whether a cluster name ending in `.<tld>` could exist: `tld` is a namespace, or a service
@@ -84,38 +75,25 @@ impl Collapse {
     async fn tld_may_exist(&self, resolver: &Arc<Resolver>, tld: &[u8]) -> Option<bool> {
         let lower: Box<[u8]> = tld.to_ascii_lowercase().into_boxed_slice();
         let now = Instant::now();
-        if let Some(&(v, at)) = self
-            .probes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&lower)
+        if let Some(&(v, at)) = self.probes.lock().unwrap_or_else(|p| p.into_inner()).get(&lower)
             && now.saturating_duration_since(at) < self.probe_ttl
         {
             return Some(v);
         }
         let (ns_probe, svc_probe) = probe_names(&lower, &self.cfg);
-        let exists = |r: Result<Resolved, _>| match r
-            .ok()
-            .and_then(|r| Header::parse(&r.reply).ok())
-            .map(|h| h.rcode())
+        let exists = |r: Result<Resolved, _>| match r.ok().and_then(|r| Header::parse(&r.reply).ok()).map(|h| h.rcode())
         {
             Some(rcode::NOERROR) => Some(true),
             Some(rcode::NXDOMAIN) => Some(false),
             _ => None,
         };
         let listed = self.namespaces.as_ref().map(|ns| {
-            ns.iter().any(|n| {
-                crate::wire::labels(n.wire()).next() == Some(&lower[..]) && n.label_count() == 1
-            })
+            ns.iter().any(|n| crate::wire::labels(n.wire()).next() == Some(&lower[..]) && n.label_count() == 1)
         });
         let ns_fut = async {
             match listed {
                 Some(v) => Some(v),
-                None => exists(
-                    resolver
-                        .lookup(ns_probe.wire(), crate::wire::rtype::A, 0)
-                        .await,
-                ),
+                None => exists(resolver.lookup(ns_probe.wire(), crate::wire::rtype::A, 0).await),
             }
         };
         let svc_fut = async {
@@ -126,10 +104,7 @@ impl Collapse {
         };
         let (ns, svc) = tokio::join!(ns_fut, svc_fut);
         let v = !matches!((ns?, svc?), (false, false));
-        self.probes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(lower, (v, now));
+        self.probes.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, (v, now));
         Some(v)
     }
 }
@@ -138,8 +113,7 @@ impl Handler {
     /// Looks a candidate name up for the client's type. For a type the AAAA handling covers, a
     /// failed lookup is judged by the candidate's A outcome, as the client's own query would be.
     async fn candidate(&self, cand: &[u8], qtype: u16, flags: u8) -> Option<Resolved> {
-        let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto
-            && self.ipv6.has_global(Instant::now());
+        let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto && self.ipv6.has_global(Instant::now());
         let plan = self.aaaa.plan(cand, qtype, v6);
         let reason = match plan {
             Plan::Forward => return self.resolver.lookup(cand, qtype, flags).await.ok(),
@@ -149,13 +123,8 @@ impl Handler {
                 Err(e) => super::aaaa::reason_of(&e),
             },
         };
-        let a = self
-            .resolver
-            .lookup(cand, crate::wire::rtype::A, flags)
-            .await
-            .ok()?;
-        let outcome =
-            Header::parse(&a.reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()));
+        let a = self.resolver.lookup(cand, crate::wire::rtype::A, flags).await.ok()?;
+        let outcome = Header::parse(&a.reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()));
         let (rc, ttl) = match self.aaaa.verdict(outcome, reason) {
             Verdict::NoData { ttl } => (rcode::NOERROR, ttl),
             Verdict::NxDomain { ttl } => (rcode::NXDOMAIN, ttl),
@@ -168,30 +137,12 @@ impl Handler {
             return None;
         };
         let mut reply = BytesMut::with_capacity(query.len() + 80);
-        negative_reply(
-            &query,
-            &pq.header,
-            &pq.question,
-            rc,
-            ttl,
-            None,
-            None,
-            &mut reply,
-        );
-        Some(Resolved {
-            reply,
-            source: Source::Synthesized,
-        })
+        negative_reply(&query, &pq.header, &pq.question, rc, ttl, None, None, &mut reply);
+        Some(Resolved { reply, source: Source::Synthesized })
     }
 
     /// Applies the collapse to a query; `None` means forward it unchanged.
-    pub(super) async fn collapse(
-        &self,
-        c: &Collapse,
-        msg: &[u8],
-        q: &ParsedQuery,
-        proto: Proto,
-    ) -> Option<Answer> {
+    pub(super) async fn collapse(&self, c: &Collapse, msg: &[u8], q: &ParsedQuery, proto: Proto) -> Option<Answer> {
         let name = q.question.name(msg);
         let (search_index, prefix_len, tld) = match classify(name, &c.cfg) {
             SearchClass::NotSearch => return None,
@@ -212,17 +163,9 @@ impl Handler {
                     q.opt.as_ref(),
                     &mut out,
                 );
-                return Some(Answer {
-                    bytes: out,
-                    rcode: rcode::NXDOMAIN,
-                    source: Source::Synthesized,
-                });
+                return Some(Answer { bytes: out, rcode: rcode::NXDOMAIN, source: Source::Synthesized });
             }
-            SearchClass::FqdnLike {
-                search_index,
-                prefix_len,
-                tld,
-            } => (search_index, prefix_len, tld),
+            SearchClass::FqdnLike { search_index, prefix_len, tld } => (search_index, prefix_len, tld),
         };
         if c.tld_may_exist(&self.resolver, &name[tld]).await != Some(false) {
             self.metrics.search(Action::Forwarded as usize, 0);
@@ -239,12 +182,8 @@ impl Handler {
         candidates.push([prefix, &[0u8][..]].concat());
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
         let qtype = q.question.qtype;
-        let outcomes = futures_util::future::join_all(
-            candidates
-                .iter()
-                .map(|cand| self.candidate(cand, qtype, flags)),
-        )
-        .await;
+        let outcomes =
+            futures_util::future::join_all(candidates.iter().map(|cand| self.candidate(cand, qtype, flags))).await;
         let mut chosen: Option<(usize, BytesMut)> = None;
         let mut upstream_queries = 0u64;
         let mut last_nx: Option<BytesMut> = None;
@@ -273,26 +212,12 @@ impl Handler {
         }
         // Queries the client no longer sends: the later search candidates and P itself.
         let avoided = (search.len() - search_index) as u64;
-        self.metrics.search(
-            Action::Collapsed as usize,
-            avoided.saturating_sub(upstream_queries),
-        );
+        self.metrics.search(Action::Collapsed as usize, avoided.saturating_sub(upstream_queries));
         let mut out = Vec::with_capacity(512);
         let rc = match chosen {
-            Some((i, reply))
-                if candidates[i].len() == name.len()
-                    && candidates[i].eq_ignore_ascii_case(name) =>
-            {
+            Some((i, reply)) if candidates[i].len() == name.len() && candidates[i].eq_ignore_ascii_case(name) => {
                 // The client's own name exists (a non-cluster search domain): its own answer.
-                return Some(self.answer(
-                    Resolved {
-                        reply,
-                        source: Source::Upstream,
-                    },
-                    msg,
-                    q,
-                    proto,
-                ));
+                return Some(self.answer(Resolved { reply, source: Source::Upstream }, msg, q, proto));
             }
             Some((i, reply)) => {
                 let h = Header::parse(&reply).ok()?;
@@ -300,17 +225,7 @@ impl Handler {
                     .ok()
                     .and_then(|rq| min_ttl(&reply, &h, rq.end).ok().flatten())
                     .unwrap_or(c.synth_ttl);
-                cname_reply(
-                    msg,
-                    &q.header,
-                    &q.question,
-                    &candidates[i],
-                    &reply,
-                    ttl,
-                    q.opt.as_ref(),
-                    &mut out,
-                )
-                .ok()?;
+                cname_reply(msg, &q.header, &q.question, &candidates[i], &reply, ttl, q.opt.as_ref(), &mut out).ok()?;
                 rcode::NOERROR
             }
             None => {
@@ -323,33 +238,16 @@ impl Handler {
                         min_ttl(&r, &h, rq.end).ok().flatten()
                     })
                     .unwrap_or(c.synth_ttl);
-                let zone = c
-                    .cfg
-                    .is_cluster_search(search_index)
-                    .then(|| c.cfg.cluster_domain().wire());
-                negative_reply(
-                    msg,
-                    &q.header,
-                    &q.question,
-                    rcode::NXDOMAIN,
-                    ttl,
-                    zone,
-                    q.opt.as_ref(),
-                    &mut out,
-                );
+                let zone = c.cfg.is_cluster_search(search_index).then(|| c.cfg.cluster_domain().wire());
+                negative_reply(msg, &q.header, &q.question, rcode::NXDOMAIN, ttl, zone, q.opt.as_ref(), &mut out);
                 rcode::NXDOMAIN
             }
         };
         if let Some(cache) = self.resolver.cache() {
             cache.insert(&key_of(msg, q), &out, Instant::now());
         }
-        let (bytes, rc) = self
-            .shape(BytesMut::from(&out[..]), msg, q, proto)
-            .unwrap_or((BytesMut::from(&out[..]), rc));
-        Some(Answer {
-            bytes,
-            rcode: rc,
-            source: Source::Synthesized,
-        })
+        let mut bytes = BytesMut::from(&out[..]);
+        let rc = self.shape(&mut bytes, msg, q, proto).unwrap_or(rc);
+        Some(Answer { bytes, rcode: rc, source: Source::Synthesized })
     }
 }

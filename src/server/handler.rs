@@ -13,8 +13,8 @@ use crate::policy::aaaa::{AaaaPolicy, Plan};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::Resolver;
 use crate::wire::{
-    HEADER_LEN, Header, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode,
-    restore_question, strip_opt, truncated_reply, write_opt,
+    HEADER_LEN, Header, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode, restore_question, strip_opt,
+    truncated_reply, write_opt,
 };
 
 /// What admission decided for one packet.
@@ -82,56 +82,35 @@ impl Handler {
     }
 
     /// Admits the packet `msg` from a client. Immediate answers are written to `out`.
-    pub fn admit(
-        self: &Arc<Self>,
-        msg: &[u8],
-        proto: Proto,
-        ipv6: bool,
-        out: &mut BytesMut,
-    ) -> Admitted {
+    pub fn admit(self: &Arc<Self>, msg: &[u8], proto: Proto, ipv6: bool, out: &mut BytesMut) -> Admitted {
         match admit(msg) {
             Admission::Drop(why) => {
                 self.metrics.dropped(why);
                 Admitted::Dropped
             }
-            Admission::Reject {
-                header,
-                rcode,
-                question,
-                opt,
-            } => {
+            Admission::Reject { header, rcode, question, opt } => {
                 error_reply(msg, &header, question.as_ref(), rcode, opt.as_ref(), out);
-                Admitted::Answered {
-                    rcode,
-                    source: Source::Error,
-                }
+                Admitted::Answered { rcode, source: Source::Error }
             }
             Admission::Query(q) => {
                 self.metrics.request(proto, ipv6, q.question.qtype);
+                // A live cache entry is the final answer whatever the policies would do (their
+                // answers are cached under the client's key too): answer from this loop.
+                if self.resolver.cached_answer(msg, &q, out)
+                    && let Some(rcode) = self.shape(out, msg, &q, proto)
+                {
+                    return Admitted::Answered { rcode, source: Source::Cache };
+                }
+                out.clear();
                 let n = self.inflight.fetch_add(1, Ordering::AcqRel);
                 if n >= self.max_inflight {
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
                     self.metrics.inflight_rejected.increment(1);
-                    error_reply(
-                        msg,
-                        &q.header,
-                        Some(&q.question),
-                        rcode::SERVFAIL,
-                        q.opt.as_ref(),
-                        out,
-                    );
-                    return Admitted::Answered {
-                        rcode: rcode::SERVFAIL,
-                        source: Source::Error,
-                    };
+                    error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
+                    return Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error };
                 }
                 self.metrics.inflight.set(f64::from(n + 1));
-                Admitted::Forward(
-                    q,
-                    InflightGuard {
-                        handler: self.clone(),
-                    },
-                )
+                Admitted::Forward(q, InflightGuard { handler: self.clone() })
             }
         }
     }
@@ -161,54 +140,31 @@ impl Handler {
     }
 
     /// The client's answer from a resolved reply.
-    pub(super) fn answer(
-        &self,
-        r: crate::resolver::Resolved,
-        msg: &[u8],
-        q: &ParsedQuery,
-        proto: Proto,
-    ) -> Answer {
-        match self.shape(r.reply, msg, q, proto) {
-            Some((bytes, rcode)) => Answer {
-                bytes,
-                rcode,
-                source: r.source,
-            },
+    pub(super) fn answer(&self, r: crate::resolver::Resolved, msg: &[u8], q: &ParsedQuery, proto: Proto) -> Answer {
+        let mut bytes = r.reply;
+        match self.shape(&mut bytes, msg, q, proto) {
+            Some(rcode) => Answer { bytes, rcode, source: r.source },
             // The question was checked on the way in; a reply that still does not fit it is an
             // internal error, and a wrong answer is worse than an honest failure.
             None => self.servfail(msg, q),
         }
     }
 
-    /// Makes `reply` the client's: its ID and question case, an OPT record exactly when the
-    /// query had one (RFC 6891 §7), and TC when it exceeds the client's UDP size.
-    pub fn shape(
-        &self,
-        mut reply: BytesMut,
-        msg: &[u8],
-        q: &ParsedQuery,
-        proto: Proto,
-    ) -> Option<(BytesMut, u16)> {
-        let rq = parse_question(&reply).ok()?;
-        if !restore_question(
-            &mut reply,
-            &rq,
-            q.header.id,
-            &msg[HEADER_LEN..q.question.name_end],
-        ) {
+    /// Makes `reply` the client's, in place: its ID and question case, an OPT record exactly
+    /// when the query had one (RFC 6891 §7), and TC when it exceeds the client's UDP size.
+    /// Returns the rcode, or `None` when the reply does not answer the question.
+    pub fn shape(&self, reply: &mut BytesMut, msg: &[u8], q: &ParsedQuery, proto: Proto) -> Option<u16> {
+        let rq = parse_question(reply).ok()?;
+        if !restore_question(reply, &rq, q.header.id, &msg[HEADER_LEN..q.question.name_end]) {
             return None;
         }
-        let mut header = Header::parse(&reply).ok()?;
+        let mut header = Header::parse(reply).ok()?;
         // Only replies with additional records can carry an OPT: the common reply skips the walk.
-        let opt = if header.arcount > 0 {
-            find_opt(&reply, &header, rq.end).ok().flatten()
-        } else {
-            None
-        };
+        let opt = if header.arcount > 0 { find_opt(reply, &header, rq.end).ok().flatten() } else { None };
         match (q.opt, opt) {
-            (None, Some(o)) => strip_opt(&mut reply, &mut header, &o),
+            (None, Some(o)) => strip_opt(reply, &mut header, &o),
             (Some(co), None) => {
-                write_opt(&mut reply, OUR_UDP_SIZE, 0, co.dnssec_ok);
+                write_opt(reply, OUR_UDP_SIZE, 0, co.dnssec_ok);
                 header.arcount += 1;
                 reply[10..12].copy_from_slice(&header.arcount.to_be_bytes());
             }
@@ -216,33 +172,19 @@ impl Handler {
         }
         if proto == Proto::Udp && reply.len() > q.max_udp_reply() {
             self.metrics.truncated.increment(1);
-            let opt = if q.opt.is_some() {
-                find_opt(&reply, &header, rq.end).ok().flatten()
-            } else {
-                None
-            };
+            let opt = if q.opt.is_some() { find_opt(reply, &header, rq.end).ok().flatten() } else { None };
             let mut out = BytesMut::with_capacity(rq.end + 16);
-            truncated_reply(&reply, &header, &rq, opt.as_ref(), &mut out);
-            reply = out;
+            truncated_reply(reply, &header, &rq, opt.as_ref(), &mut out);
+            reply.clear();
+            reply.extend_from_slice(&out);
         }
-        Some((reply, header.rcode()))
+        Some(header.rcode())
     }
 
     pub(super) fn servfail(&self, msg: &[u8], q: &ParsedQuery) -> Answer {
         let mut out = BytesMut::with_capacity(q.question.end + 11);
-        error_reply(
-            msg,
-            &q.header,
-            Some(&q.question),
-            rcode::SERVFAIL,
-            q.opt.as_ref(),
-            &mut out,
-        );
-        Answer {
-            bytes: out,
-            rcode: rcode::SERVFAIL,
-            source: Source::Error,
-        }
+        error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut out);
+        Answer { bytes: out, rcode: rcode::SERVFAIL, source: Source::Error }
     }
 
     /// Queries in flight now.

@@ -45,30 +45,18 @@ pub fn route(
     match path {
         "/metrics" => {
             metrics.run_upkeep();
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics.render(),
-            )
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
         }
         "/health" | "/healthz" => ("200 OK", TEXT, "ok\n".into()),
         "/ready" | "/readyz" => match ready.state() {
             Ok(()) => ("200 OK", TEXT, "ready\n".into()),
             Err(why) => ("503 Service Unavailable", TEXT, format!("{why}\n")),
         },
-        _ => (
-            "404 Not Found",
-            TEXT,
-            "not found; try /metrics, /health or /ready\n".into(),
-        ),
+        _ => ("404 Not Found", TEXT, "not found; try /metrics, /health or /ready\n".into()),
     }
 }
 
-async fn respond(
-    mut stream: TcpStream,
-    metrics: &PrometheusHandle,
-    ready: &Readiness,
-) -> std::io::Result<()> {
+async fn respond(mut stream: TcpStream, metrics: &PrometheusHandle, ready: &Readiness) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {

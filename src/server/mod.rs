@@ -86,11 +86,7 @@ async fn probe_until_answered(handler: Arc<Handler>, cluster_domain: Name) {
         let mut q = BytesMut::with_capacity(64);
         write_query(rand::random(), cluster_domain.wire(), rtype::SOA, &mut q);
         if let Admission::Query(parsed) = admit(&q) {
-            let _ = handler
-                .resolver
-                .upstreams
-                .resolve(&mut q, &parsed, false)
-                .await;
+            let _ = handler.resolver.upstreams.resolve(&mut q, &parsed, false).await;
         }
         if !handler.resolver.upstreams.has_answered() {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -120,12 +116,8 @@ fn collapse_from(args: &RunArgs) -> Option<Collapse> {
     let cfg = if args.search.is_empty() {
         let mut c = from_file?;
         if let Some(n) = args.ndots {
-            c = SearchConfig::new(
-                &c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(),
-                n,
-                &args.cluster_domain,
-            )
-            .ok()?;
+            c = SearchConfig::new(&c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(), n, &args.cluster_domain)
+                .ok()?;
         }
         c
     } else {
@@ -142,29 +134,16 @@ fn collapse_from(args: &RunArgs) -> Option<Collapse> {
         namespace = %cfg.namespace().map(Name::to_dotted).unwrap_or_default(),
         "search collapse"
     );
-    let namespaces = (!args.namespaces.is_empty()).then(|| {
-        args.namespaces
-            .iter()
-            .filter_map(|n| Name::from_dotted(n))
-            .collect()
-    });
-    Some(Collapse::new(
-        cfg,
-        args.collapse,
-        namespaces,
-        args.probe_ttl,
-        args.synth_ttl.as_secs() as u32,
-    ))
+    let namespaces =
+        (!args.namespaces.is_empty()).then(|| args.namespaces.iter().filter_map(|n| Name::from_dotted(n)).collect());
+    Some(Collapse::new(cfg, args.collapse, namespaces, args.probe_ttl, args.synth_ttl.as_secs() as u32))
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     if let Some(p) = &prometheus {
-        tokio::spawn(crate::metrics::upkeep_task(
-            p.clone(),
-            metrics.upkeep_signal(),
-        ));
+        tokio::spawn(crate::metrics::upkeep_task(p.clone(), metrics.upkeep_signal()));
     }
     let upstreams = Upstreams::new(
         &UpstreamConfig {
@@ -188,12 +167,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         },
         cache_metrics.clone(),
     );
-    let resolver = Arc::new(Resolver::new(
-        upstreams,
-        cache,
-        args.servfail_ttl,
-        cache_metrics,
-    ));
+    let resolver = Arc::new(Resolver::new(upstreams, cache, args.servfail_ttl, cache_metrics));
     let aaaa = AaaaPolicy {
         mode: args.aaaa,
         types: args.synthesize_types.clone(),
@@ -202,13 +176,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         timeout: args.aaaa_timeout,
     };
     let collapse = collapse_from(&args);
-    let handler = Arc::new(Handler::new(
-        resolver,
-        metrics.clone(),
-        args.max_inflight,
-        aaaa,
-        collapse,
-    ));
+    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, aaaa, collapse));
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -216,45 +184,21 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     });
 
     if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
-        let l = bind_tcp(addr).map_err(|source| StartError::Bind {
-            proto: "http",
-            addr,
-            source,
-        })?;
+        let l = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "http", addr, source })?;
         tracing::info!(proto = %"http", addr = %l.local_addr().unwrap_or(addr), "listening");
         tokio::spawn(http::serve(l, p, ready.clone()));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = TcpLimits {
-        max_connections: args.tcp_max_connections,
-        idle: args.tcp_idle_timeout,
-    };
+    let limits = TcpLimits { max_connections: args.tcp_max_connections, idle: args.tcp_idle_timeout };
     let mut tasks = Vec::new();
     for &addr in &args.listen {
-        let u = bind_udp(addr).map_err(|source| StartError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
-        let t = bind_tcp(addr).map_err(|source| StartError::Bind {
-            proto: "tcp",
-            addr,
-            source,
-        })?;
+        let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
+        let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
         tracing::info!(proto = %"udp", addr = %u.local_addr().unwrap_or(addr), "listening");
         tracing::info!(proto = %"tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
-        tasks.push(tokio::spawn(udp::serve(
-            Arc::new(u),
-            handler.clone(),
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(tcp::serve(
-            t,
-            handler.clone(),
-            limits,
-            stop_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(udp::serve(Arc::new(u), handler.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(tcp::serve(t, handler.clone(), limits, stop_rx.clone())));
     }
     for up in &args.upstream {
         tracing::info!(addr = %up, "upstream");
@@ -273,11 +217,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     for t in tasks {
         let _ = t.await;
     }
-    let _ = tokio::time::timeout(
-        args.query_timeout + Duration::from_millis(100),
-        handler.wait_idle(),
-    )
-    .await;
+    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
     tracing::info!("drained; exiting");
     Ok(())
 }

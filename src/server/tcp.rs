@@ -25,12 +25,7 @@ pub struct TcpLimits {
 }
 
 /// Accepts connections on `listener` until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    handler: Arc<Handler>,
-    limits: TcpLimits,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimits, mut stop: watch::Receiver<bool>) {
     let open = Arc::new(AtomicU32::new(0));
     loop {
         let stream = tokio::select! {
@@ -122,9 +117,7 @@ async fn connection(
                     handler.metrics.dropped(Drop::SendFailed);
                     return Ok(());
                 }
-                handler
-                    .metrics
-                    .response(Proto::Tcp, source, rcode, started.elapsed());
+                handler.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 busy.fetch_add(1, Ordering::AcqRel);
@@ -134,12 +127,7 @@ async fn connection(
                     if write_frame(&w, &answer.bytes).await.is_err() {
                         handler.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(
-                        Proto::Tcp,
-                        answer.source,
-                        answer.rcode,
-                        started.elapsed(),
-                    );
+                    handler.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
                     busy.fetch_sub(1, Ordering::AcqRel);
                     drop(guard);
                 });

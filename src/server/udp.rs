@@ -41,9 +41,7 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
                 if sock.send_to(&out, peer).await.is_err() {
                     handler.metrics.dropped(Drop::SendFailed);
                 }
-                handler
-                    .metrics
-                    .response(Proto::Udp, source, rcode, started.elapsed());
+                handler.metrics.response(Proto::Udp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 if slab.capacity() < n {
@@ -58,12 +56,7 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
                     if sock.send_to(&answer.bytes, peer).await.is_err() {
                         handler.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(
-                        Proto::Udp,
-                        answer.source,
-                        answer.rcode,
-                        started.elapsed(),
-                    );
+                    handler.metrics.response(Proto::Udp, answer.source, answer.rcode, started.elapsed());
                     drop(guard);
                 });
             }

@@ -123,14 +123,8 @@ mod tests {
     #[test]
     fn response_flags_copy_what_they_must() {
         // opcode 0, RD and CD set in the query, AA and TC must not leak into the response.
-        let q = Header {
-            id: 1,
-            flags: 0x0100 | 0x0010 | 0x0400 | 0x0200,
-            qdcount: 1,
-            ancount: 0,
-            nscount: 0,
-            arcount: 0,
-        };
+        let q =
+            Header { id: 1, flags: 0x0100 | 0x0010 | 0x0400 | 0x0200, qdcount: 1, ancount: 0, nscount: 0, arcount: 0 };
         let f = Header::response_flags(&q, 2);
         let r = Header { flags: f, ..q };
         assert!(r.qr() && r.rd() && r.cd() && r.ra() && !r.aa() && !r.tc());

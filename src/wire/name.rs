@@ -72,11 +72,7 @@ pub fn name_eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
 
 /// Walks the possibly compressed name at `at`, calling `f` with each label (without its
 /// length octet). Used where a name in an answer must be compared or copied.
-pub fn for_each_label(
-    msg: &[u8],
-    mut at: usize,
-    mut f: impl FnMut(&[u8]),
-) -> Result<(), WireError> {
+pub fn for_each_label(msg: &[u8], mut at: usize, mut f: impl FnMut(&[u8])) -> Result<(), WireError> {
     let mut pointers = 0;
     let mut total = 0usize;
     loop {
@@ -86,9 +82,7 @@ pub fn for_each_label(
                 if b == 0 {
                     return Ok(());
                 }
-                let label = msg
-                    .get(at + 1..at + 1 + b as usize)
-                    .ok_or(WireError::Short)?;
+                let label = msg.get(at + 1..at + 1 + b as usize).ok_or(WireError::Short)?;
                 total += b as usize + 1;
                 if total > MAX_NAME {
                     return Err(WireError::NameTooLong);
@@ -196,10 +190,7 @@ mod tests {
         assert!(Name::from_dotted("a..b").is_none());
         assert!(Name::from_dotted(&"x".repeat(64)).is_none());
         let long = vec!["abcdefghi"; 26].join(".");
-        assert!(
-            Name::from_dotted(&long).is_none(),
-            "260 octets is over the limit"
-        );
+        assert!(Name::from_dotted(&long).is_none(), "260 octets is over the limit");
     }
 
     #[test]
@@ -208,10 +199,7 @@ mod tests {
         assert_eq!(read_plain_name(msg, 0), Ok(17));
         assert_eq!(skip_name(msg, 0), Ok(17));
         assert_eq!(read_plain_name(b"\x03ww", 0), Err(WireError::Short));
-        assert_eq!(
-            read_plain_name(b"\xc0\x0c", 0),
-            Err(WireError::UnexpectedPointer)
-        );
+        assert_eq!(read_plain_name(b"\xc0\x0c", 0), Err(WireError::UnexpectedPointer));
         assert_eq!(read_plain_name(b"\x40abc", 0), Err(WireError::BadLabel));
         assert_eq!(skip_name(b"\x01a\xc0\x0c", 0), Ok(4));
         assert_eq!(skip_name(b"\x01a\xc0", 0), Err(WireError::Short));
@@ -237,21 +225,12 @@ mod tests {
         for_each_label(msg, 3, |l| got.push(l.to_vec())).unwrap();
         assert_eq!(got, vec![b"b".to_vec(), b"a".to_vec()]);
         // A pointer to itself loops.
-        assert_eq!(
-            for_each_label(b"\xc0\x00", 0, |_| ()),
-            Err(WireError::BadPointer)
-        );
+        assert_eq!(for_each_label(b"\xc0\x00", 0, |_| ()), Err(WireError::BadPointer));
     }
 
     #[test]
     fn case_insensitive_compare() {
-        assert!(name_eq_ignore_case(
-            b"\x04PyPi\x03ORG\x00",
-            b"\x04pypi\x03org\x00"
-        ));
-        assert!(!name_eq_ignore_case(
-            b"\x04pypa\x03org\x00",
-            b"\x04pypi\x03org\x00"
-        ));
+        assert!(name_eq_ignore_case(b"\x04PyPi\x03ORG\x00", b"\x04pypi\x03org\x00"));
+        assert!(!name_eq_ignore_case(b"\x04pypa\x03org\x00", b"\x04pypi\x03org\x00"));
     }
 }

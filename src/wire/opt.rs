@@ -26,11 +26,7 @@ impl Opt {
 
 /// Finds the OPT record. More than one, or one whose owner is not the root, is a format error;
 /// an OPT outside the additional section is ignored as any other record there would be.
-pub fn find_opt(
-    msg: &[u8],
-    header: &Header,
-    after_question: usize,
-) -> Result<Option<Opt>, WireError> {
+pub fn find_opt(msg: &[u8], header: &Header, after_question: usize) -> Result<Option<Opt>, WireError> {
     let mut found = None;
     for r in Records::new(msg, header, after_question) {
         let r = r?;
@@ -72,20 +68,13 @@ mod tests {
     const OPT_V1: &[u8] = &[0, 0, 41, 2, 0, 0, 1, 0, 0, 0, 0];
 
     fn find(m: &[u8]) -> Result<Option<Opt>, WireError> {
-        find_opt(
-            m,
-            &Header::parse(m).unwrap(),
-            parse_question(m).unwrap().end,
-        )
+        find_opt(m, &Header::parse(m).unwrap(), parse_question(m).unwrap().end)
     }
 
     #[test]
     fn reads_opt_fields() {
         let o = find(&query(&[OPT_DO])).unwrap().unwrap();
-        assert_eq!(
-            (o.udp_size, o.version, o.dnssec_ok, o.max_udp_reply()),
-            (1232, 0, true, 1232)
-        );
+        assert_eq!((o.udp_size, o.version, o.dnssec_ok, o.max_udp_reply()), (1232, 0, true, 1232));
         let o = find(&query(&[OPT_V1])).unwrap().unwrap();
         assert_eq!((o.version, o.max_udp_reply()), (1, 512));
         assert_eq!(find(&query(&[])), Ok(None));
@@ -93,10 +82,7 @@ mod tests {
 
     #[test]
     fn rejects_two_opts_and_named_opt() {
-        assert_eq!(
-            find(&query(&[OPT_DO, OPT_DO])),
-            Err(WireError::DuplicateOpt)
-        );
+        assert_eq!(find(&query(&[OPT_DO, OPT_DO])), Err(WireError::DuplicateOpt));
         let named: &[u8] = &[1, b'x', 0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(find(&query(&[named])), Err(WireError::BadOpt));
     }

@@ -36,12 +36,7 @@ pub fn parse_question(msg: &[u8]) -> Result<Question, WireError> {
     let name_end = read_plain_name(msg, HEADER_LEN)?;
     let qtype = read_u16(msg, name_end)?;
     let qclass = read_u16(msg, name_end + 2)?;
-    Ok(Question {
-        name_end,
-        qtype,
-        qclass,
-        end: name_end + 4,
-    })
+    Ok(Question { name_end, qtype, qclass, end: name_end + 4 })
 }
 
 #[cfg(test)]

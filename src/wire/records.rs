@@ -45,12 +45,7 @@ pub struct Records<'a> {
 impl<'a> Records<'a> {
     /// Records of `msg`, whose question section ends at `after_question`.
     pub fn new(msg: &'a [u8], header: &Header, after_question: usize) -> Records<'a> {
-        Records {
-            msg,
-            at: after_question,
-            left: [header.ancount, header.nscount, header.arcount],
-            failed: false,
-        }
+        Records { msg, at: after_question, left: [header.ancount, header.nscount, header.arcount], failed: false }
     }
 
     fn read(&mut self, section: Section) -> Result<RecordRef, WireError> {
@@ -65,16 +60,7 @@ impl<'a> Records<'a> {
             return Err(WireError::Short);
         }
         self.at = rdata_at + rdlen as usize;
-        Ok(RecordRef {
-            section,
-            start,
-            rtype,
-            class,
-            ttl_at: fixed + 4,
-            ttl,
-            rdata_at,
-            rdlen,
-        })
+        Ok(RecordRef { section, start, rtype, class, ttl_at: fixed + 4, ttl, rdata_at, rdlen })
     }
 }
 
@@ -95,11 +81,7 @@ impl Iterator for Records<'_> {
 }
 
 /// The smallest TTL over all records but OPT, or `None` when there are none.
-pub fn min_ttl(
-    msg: &[u8],
-    header: &Header,
-    after_question: usize,
-) -> Result<Option<u32>, WireError> {
+pub fn min_ttl(msg: &[u8], header: &Header, after_question: usize) -> Result<Option<u32>, WireError> {
     let mut min = None;
     for r in Records::new(msg, header, after_question) {
         let r = r?;
@@ -121,13 +103,7 @@ pub fn rewrite_ttls(
     let mut at = after_question;
     let total = header.ancount as usize + header.nscount as usize + header.arcount as usize;
     for _ in 0..total {
-        let r = Records {
-            msg,
-            at,
-            left: [1, 0, 0],
-            failed: false,
-        }
-        .read(Section::Answer)?;
+        let r = Records { msg, at, left: [1, 0, 0], failed: false }.read(Section::Answer)?;
         at = r.end();
         if r.rtype != rtype::OPT {
             msg[r.ttl_at..r.ttl_at + 4].copy_from_slice(&f(r.ttl).to_be_bytes());
@@ -155,14 +131,9 @@ mod tests {
         let m = reply();
         let h = Header::parse(&m).unwrap();
         let q = parse_question(&m).unwrap();
-        let rs: Vec<_> = Records::new(&m, &h, q.end)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rs: Vec<_> = Records::new(&m, &h, q.end).collect::<Result<_, _>>().unwrap();
         assert_eq!(rs.len(), 2);
-        assert_eq!(
-            (rs[0].section, rs[0].rtype, rs[0].ttl),
-            (Section::Answer, 1, 300)
-        );
+        assert_eq!((rs[0].section, rs[0].rtype, rs[0].ttl), (Section::Answer, 1, 300));
         assert_eq!((rs[1].section, rs[1].rtype), (Section::Additional, 41));
         assert_eq!(rs[1].end(), m.len());
         assert_eq!(min_ttl(&m, &h, q.end), Ok(Some(300)));

@@ -111,19 +111,8 @@ pub fn negative_reply(
 
 /// Writes the truncated form of `reply` (TC set, no records but its OPT) for a client whose UDP
 /// size it exceeds (RFC 1035 §4.2.1, RFC 6891 §7): the client retries over TCP.
-pub fn truncated_reply(
-    reply: &[u8],
-    header: &Header,
-    question: &Question,
-    opt: Option<&Opt>,
-    out: &mut impl BufMut,
-) {
-    let mut h = Header {
-        ancount: 0,
-        nscount: 0,
-        arcount: opt.is_some() as u16,
-        ..*header
-    };
+pub fn truncated_reply(reply: &[u8], header: &Header, question: &Question, opt: Option<&Opt>, out: &mut impl BufMut) {
+    let mut h = Header { ancount: 0, nscount: 0, arcount: opt.is_some() as u16, ..*header };
     h.set_tc();
     let mut raw = [0u8; HEADER_LEN];
     h.write(&mut raw);
@@ -150,12 +139,7 @@ pub fn strip_opt(reply: &mut bytes::BytesMut, header: &mut Header, opt: &Opt) {
 
 /// Gives the client its ID and the exact letter case of its question name back. The reply's
 /// question was checked to be the same name case-insensitively, so lengths agree.
-pub fn restore_question(
-    reply: &mut [u8],
-    reply_question: &Question,
-    client_id: u16,
-    client_name: &[u8],
-) -> bool {
+pub fn restore_question(reply: &mut [u8], reply_question: &Question, client_id: u16, client_name: &[u8]) -> bool {
     let name = &mut reply[HEADER_LEN..reply_question.name_end];
     if name.len() != client_name.len() {
         return false;
@@ -188,15 +172,9 @@ mod tests {
         assert_eq!(rh.id, 0xabcd);
         assert!(rh.qr() && rh.rd() && rh.cd() && rh.ra());
         assert_eq!((rh.rcode(), rh.qdcount, rh.arcount), (0, 1, 1));
-        let ropt = find_opt(&out, &rh, parse_question(&out).unwrap().end)
-            .unwrap()
-            .unwrap();
+        let ropt = find_opt(&out, &rh, parse_question(&out).unwrap().end).unwrap().unwrap();
         assert_eq!((ropt.ext_rcode, ropt.version, ropt.dnssec_ok), (1, 0, true));
-        assert_eq!(
-            &out[12..qq.end],
-            &q[12..qq.end],
-            "question echoed with its case"
-        );
+        assert_eq!(&out[12..qq.end], &q[12..qq.end], "question echoed with its case");
     }
 
     #[test]
@@ -215,10 +193,7 @@ mod tests {
         let mut r = query_with_opt();
         r[2] |= 0x80;
         r[7] = 1; // pretend one answer follows
-        let h = Header {
-            ancount: 0,
-            ..Header::parse(&r).unwrap()
-        };
+        let h = Header { ancount: 0, ..Header::parse(&r).unwrap() };
         let qq = parse_question(&r).unwrap();
         let opt = find_opt(&r, &h, qq.end).unwrap().unwrap();
         let mut out = Vec::new();
@@ -238,44 +213,20 @@ mod tests {
         let mut out = Vec::new();
         negative_reply(&q, &h, &qq, rcode::NOERROR, 30, None, Some(&opt), &mut out);
         let rh = Header::parse(&out).unwrap();
-        assert_eq!(
-            (rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id),
-            (0, 0, 1, 1, 0xabcd)
-        );
-        let rs: Vec<_> = crate::wire::Records::new(&out, &rh, qq.end)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        assert_eq!((rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id), (0, 0, 1, 1, 0xabcd));
+        let rs: Vec<_> = crate::wire::Records::new(&out, &rh, qq.end).collect::<Result<_, _>>().unwrap();
         assert_eq!((rs[0].rtype, rs[0].ttl), (rtype::SOA, 30));
-        assert_eq!(
-            crate::wire::read_u32(&out, rs[0].end() - 4),
-            Ok(30),
-            "MINIMUM"
-        );
+        assert_eq!(crate::wire::read_u32(&out, rs[0].end() - 4), Ok(30), "MINIMUM");
         assert_eq!(rs[1].end(), out.len());
         assert_eq!(&out[12..qq.end], &q[12..qq.end]);
         let mut nx = Vec::new();
-        negative_reply(
-            &q,
-            &h,
-            &qq,
-            rcode::NXDOMAIN,
-            5,
-            Some(b"\x07cluster\x05local\x00"),
-            None,
-            &mut nx,
-        );
+        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, Some(b"\x07cluster\x05local\x00"), None, &mut nx);
         let nh = Header::parse(&nx).unwrap();
         assert_eq!((nh.rcode(), nh.arcount), (3, 0));
-        let soa = crate::wire::Records::new(&nx, &nh, qq.end)
-            .next()
-            .unwrap()
-            .unwrap();
+        let soa = crate::wire::Records::new(&nx, &nh, qq.end).next().unwrap().unwrap();
         assert_eq!(&nx[soa.start..soa.start + 15], b"\x07cluster\x05local\x00");
         assert_eq!(soa.end(), nx.len());
-        assert_eq!(
-            &nx[soa.rdata_at..soa.rdata_at + 22],
-            b"\x02ns\x03dns\x07cluster\x05local\x00"
-        );
+        assert_eq!(&nx[soa.rdata_at..soa.rdata_at + 22], b"\x02ns\x03dns\x07cluster\x05local\x00");
     }
 
     #[test]

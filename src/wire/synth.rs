@@ -7,17 +7,13 @@ use bytes::BufMut;
 
 use super::name::for_each_label;
 use super::{
-    CLASS_IN, HEADER_LEN, Header, OUR_UDP_SIZE, Opt, Question, RecordRef, Records, Section,
-    WireError, parse_question, rtype, skip_name, write_opt,
+    CLASS_IN, HEADER_LEN, Header, OUR_UDP_SIZE, Opt, Question, RecordRef, Records, Section, WireError, parse_question,
+    rtype, skip_name, write_opt,
 };
 
 /// Writes the (possibly compressed) name at `at` in `msg` uncompressed; returns the offset
 /// just past the name in `msg`.
-pub fn write_name_expanded(
-    msg: &[u8],
-    at: usize,
-    out: &mut impl BufMut,
-) -> Result<usize, WireError> {
+pub fn write_name_expanded(msg: &[u8], at: usize, out: &mut impl BufMut) -> Result<usize, WireError> {
     let end = skip_name(msg, at)?;
     for_each_label(msg, at, |l| {
         out.put_u8(l.len() as u8);
@@ -131,24 +127,7 @@ mod tests {
         m.extend_from_slice(&(target.len() as u16).to_be_bytes());
         let cname_target_at = m.len();
         m.extend_from_slice(target);
-        m.extend_from_slice(&[
-            0xc0,
-            cname_target_at as u8,
-            0,
-            1,
-            0,
-            1,
-            0,
-            0,
-            0,
-            60,
-            0,
-            4,
-            151,
-            101,
-            0,
-            223,
-        ]);
+        m.extend_from_slice(&[0xc0, cname_target_at as u8, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 151, 101, 0, 223]);
         m
     }
 
@@ -156,37 +135,20 @@ mod tests {
     fn cname_then_expanded_records() {
         let target = Name::from_dotted("files.pythonhosted.org").unwrap();
         let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-        q.extend_from_slice(b"\x05Files\x0cPythonHosted\x03org\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01");
+        q.extend_from_slice(
+            b"\x05Files\x0cPythonHosted\x03org\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01",
+        );
         q.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
         let h = Header::parse(&q).unwrap();
         let qq = parse_question(&q).unwrap();
         let opt = find_opt(&q, &h, qq.end).unwrap();
         let mut out = Vec::new();
-        cname_reply(
-            &q,
-            &h,
-            &qq,
-            target.wire(),
-            &target_reply(),
-            60,
-            opt.as_ref(),
-            &mut out,
-        )
-        .unwrap();
+        cname_reply(&q, &h, &qq, target.wire(), &target_reply(), 60, opt.as_ref(), &mut out).unwrap();
         let rh = Header::parse(&out).unwrap();
-        assert_eq!(
-            (rh.id, rh.rcode(), rh.ancount, rh.nscount, rh.arcount),
-            (0x1234, 0, 3, 0, 1)
-        );
-        assert_eq!(
-            &out[12..qq.end],
-            &q[12..qq.end],
-            "question in the client's case"
-        );
+        assert_eq!((rh.id, rh.rcode(), rh.ancount, rh.nscount, rh.arcount), (0x1234, 0, 3, 0, 1));
+        assert_eq!(&out[12..qq.end], &q[12..qq.end], "question in the client's case");
         let rq = parse_question(&out).unwrap();
-        let rs: Vec<_> = Records::new(&out, &rh, rq.end)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rs: Vec<_> = Records::new(&out, &rh, rq.end).collect::<Result<_, _>>().unwrap();
         assert_eq!(
             rs.iter().map(|r| r.rtype).collect::<Vec<_>>(),
             vec![rtype::CNAME, rtype::CNAME, rtype::A, rtype::OPT]
@@ -198,10 +160,7 @@ mod tests {
         assert_eq!(owner, target.wire());
         let mut a_owner = Vec::new();
         write_name_expanded(&out, rs[2].start, &mut a_owner).unwrap();
-        assert_eq!(
-            a_owner,
-            b"\x09dualstack\x06python\x03map\x06fastly\x03net\x00"
-        );
+        assert_eq!(a_owner, b"\x09dualstack\x06python\x03map\x06fastly\x03net\x00");
         assert_eq!(min_ttl(&out, &rh, rq.end), Ok(Some(60)));
     }
 
@@ -214,18 +173,12 @@ mod tests {
         m.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5]);
         let h = Header::parse(&m).unwrap();
         let q = parse_question(&m).unwrap();
-        let rs: Vec<_> = Records::new(&m, &h, q.end)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rs: Vec<_> = Records::new(&m, &h, q.end).collect::<Result<_, _>>().unwrap();
         let mut mx = Vec::new();
         copy_record_expanded(&m, &rs[0], &mut mx).unwrap();
         assert_eq!(mx.len(), 7 + 10 + 2 + 5);
         assert_eq!(&mx[mx.len() - 7..], &[0, 10, 3, b'o', b'r', b'g', 0]);
-        assert_eq!(
-            u16::from_be_bytes([mx[15], mx[16]]),
-            7,
-            "RDLENGTH recomputed"
-        );
+        assert_eq!(u16::from_be_bytes([mx[15], mx[16]]), 7, "RDLENGTH recomputed");
         let mut soa = Vec::new();
         copy_record_expanded(&m, &rs[1], &mut soa).unwrap();
         // owner org. (5) + fixed 10 + two names org. (5 each) + 20.
