@@ -1,0 +1,158 @@
+//! The HTTP listener (/metrics, /health, /ready) and the metrics that queries move, including
+//! the bound on queries in flight.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use support::*;
+use tokio::task::JoinSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_histogram_and_counters_after_queries() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    const N: usize = 5;
+    for i in 0..N {
+        let reply = udp_query(podns.addr(), &query(&format!("m{i}.example.com"), RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        let reply = tcp_query(podns.addr(), &query(&format!("m{i}.example.com"), RecordType::AAAA)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    }
+    let n = N as f64;
+    let text = podns.metrics_text().await;
+    let buckets: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("podns_request_duration_seconds_bucket{") && l.contains("le=")).collect();
+    assert!(buckets.len() >= 16, "histogram buckets:\n{text}");
+    assert!(buckets.iter().any(|l| l.contains("le=\"+Inf\"")), "+Inf bucket:\n{text}");
+    let v = |name: &str, labels: &[(&str, &str)]| metric_sum(&text, name, labels).unwrap_or(0.0);
+    assert!(
+        v("podns_request_duration_seconds_count", &[("proto", "udp"), ("source", "upstream")]) >= n,
+        "udp duration count:\n{text}"
+    );
+    assert!(
+        v("podns_request_duration_seconds_count", &[("proto", "tcp"), ("source", "upstream")]) >= n,
+        "tcp duration count:\n{text}"
+    );
+    assert!(v("podns_requests_total", &[("proto", "udp"), ("type", "A")]) >= n, "requests udp A:\n{text}");
+    assert!(v("podns_requests_total", &[("proto", "tcp"), ("type", "AAAA")]) >= n, "requests tcp AAAA:\n{text}");
+    assert!(v("podns_requests_total", &[("family", "ipv4")]) >= 2.0 * n, "requests ipv4:\n{text}");
+    assert!(
+        v("podns_responses_total", &[("rcode", "NOERROR"), ("source", "upstream")]) >= 2.0 * n,
+        "responses NOERROR upstream:\n{text}"
+    );
+    let to = up.addr.to_string();
+    assert!(
+        v("podns_upstream_requests_total", &[("to", &to), ("proto", "udp")]) >= n,
+        "upstream udp requests:\n{text}"
+    );
+    assert!(
+        v("podns_upstream_requests_total", &[("to", &to), ("proto", "tcp")]) >= n,
+        "upstream tcp requests:\n{text}"
+    );
+    assert_eq!(v("podns_upstream_healthy", &[("to", &to)]), 1.0, "upstream healthy:\n{text}");
+    assert!(metric_sum(&text, "podns_build_info", &[]).is_some(), "build info:\n{text}");
+    assert!(metric_sum(&text, "podns_inflight_queries", &[]).is_some(), "inflight gauge:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_ready() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    let (status, _) = podns.http_get("/health").await;
+    assert_eq!(status, 200, "/health");
+    // The start-up probe reaches a working upstream: ready.
+    podns.wait_ready(REPLY_TIMEOUT).await;
+    let (status, _) = podns.http_get("/no-such-page").await;
+    assert_eq!(status, 404, "unknown path");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_an_upstream_answered() {
+    let up = Upstream::with_default(Action::Drop);
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--attempt-timeout", "200ms")
+        .arg("--query-timeout", "400ms")
+        .start()
+        .await;
+    let (status, _) = podns.http_get("/health").await;
+    assert_eq!(status, 200, "/health does not depend on upstreams");
+    // The start-up probe (cluster.local SOA) has reached the silent upstream...
+    up.wait_received("cluster.local", 1, REPLY_TIMEOUT).await;
+    let (status, _) = podns.http_get("/ready").await;
+    assert_eq!(status, 503, "ready although no upstream ever answered");
+    // ... and once the upstream answers, podns becomes ready.
+    up.set_default(Action::Auto);
+    let reply = udp_query(podns.addr(), &query("wake.example.com", RecordType::A)).await;
+    assert_eq!(a_records(&reply), vec![AUTO_V4]);
+    podns.wait_ready(REPLY_TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_limit_rejects_excess_with_servfail() {
+    const SLOW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--max-inflight", "2")
+        .arg("--attempt-timeout", "2s")
+        .arg("--query-timeout", "3s")
+        .start()
+        .await;
+    // Make sure the start-up probe is done, so only our queries are in flight.
+    podns.wait_ready(REPLY_TIMEOUT).await;
+    for i in 0..5 {
+        up.on(
+            &format!("slow{i}.example.com"),
+            RecordType::A,
+            Action::delayed(Duration::from_millis(800), Action::Answer(vec![Rec::A(SLOW)])),
+        );
+    }
+    let mut set = JoinSet::new();
+    for i in 0..5 {
+        let addr = podns.addr();
+        set.spawn(async move {
+            let reply = udp_query(addr, &query(&format!("slow{i}.example.com"), RecordType::A)).await;
+            (reply, Instant::now())
+        });
+    }
+    let mut servfail = Vec::new();
+    let mut answered = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (reply, at) = r.expect("query task");
+        match reply.metadata.response_code {
+            ResponseCode::ServFail => servfail.push(at),
+            ResponseCode::NoError => {
+                assert_eq!(a_records(&reply), vec![SLOW]);
+                answered.push(at);
+            }
+            rc => panic!("unexpected rcode {rc}"),
+        }
+    }
+    assert!(!servfail.is_empty(), "no query was rejected with --max-inflight 2");
+    assert!(!answered.is_empty(), "the admitted queries were answered");
+    assert!(answered.len() <= 2, "{} answered with --max-inflight 2", answered.len());
+    let first_answer = *answered.iter().min().unwrap();
+    assert!(servfail.iter().all(|&t| t < first_answer), "rejections come at once, before the slow upstream answered");
+    let forwarded = (0..5).filter(|i| !up.received_for(&format!("slow{i}.example.com")).is_empty()).count();
+    assert!(forwarded <= 2, "{forwarded} queries forwarded with --max-inflight 2");
+    let rejected = podns.wait_metric("podns_inflight_rejected_total", &[], |v| v > 0.0, REPLY_TIMEOUT).await;
+    assert!(rejected >= servfail.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_packets_are_counted() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    let question = wire_question("drop.example.com", 1);
+    // Fire and forget; then wait for the counters (no reply is expected).
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&[1, 2, 3], podns.addr()).await.unwrap();
+    sock.send_to(&wire_message(0x4242, 0x8180, [1, 0, 0, 0], &question), podns.addr()).await.unwrap();
+    podns.wait_metric("podns_dropped_total", &[("reason", "short")], |v| v >= 1.0, REPLY_TIMEOUT).await;
+    podns.wait_metric("podns_dropped_total", &[("reason", "response")], |v| v >= 1.0, REPLY_TIMEOUT).await;
+}
