@@ -79,8 +79,6 @@ pub enum Source {
 
 const SOURCES: [&str; 5] = ["upstream", "cache", "stale", "synthesized", "error"];
 const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
-const TYPES: [&str; 12] = ["A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other"];
-const RCODES: [&str; 8] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
 
 /// Reasons a packet is dropped without a reply (`reason` label of `podns_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,16 +129,16 @@ impl Metrics {
     /// Registers every fixed-label handle with the installed recorder (or no-op handles when
     /// none is installed, as in unit tests).
     pub fn new() -> Metrics {
-        let mut requests = Vec::with_capacity(2 * FAMILIES.len() * TYPES.len());
+        let mut requests = Vec::with_capacity(2 * FAMILIES.len() * wire::TYPE_LABELS.len());
         for proto in ["udp", "tcp"] {
             for family in FAMILIES {
-                for t in TYPES {
+                for t in wire::TYPE_LABELS {
                     requests.push(counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t));
                 }
             }
         }
-        let mut responses = Vec::with_capacity(RCODES.len() * SOURCES.len());
-        for rc in RCODES {
+        let mut responses = Vec::with_capacity(wire::RCODE_LABELS.len() * SOURCES.len());
+        for rc in wire::RCODE_LABELS {
             for s in SOURCES {
                 responses.push(counter!(RESPONSES_TOTAL, "rcode" => rc, "source" => s));
             }
@@ -164,7 +162,7 @@ impl Metrics {
             tcp_fallback: counter!(TCP_FALLBACK_TOTAL),
             tcp_connections: gauge!(TCP_CONNECTIONS),
             tcp_rejected: counter!(TCP_REJECTED_TOTAL),
-            synthesized: TYPES
+            synthesized: wire::TYPE_LABELS
                 .iter()
                 .flat_map(|t| {
                     SYNTH_REASONS.iter().map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
@@ -180,14 +178,14 @@ impl Metrics {
     /// Counts a query that passed admission.
     #[inline]
     pub fn request(&self, proto: Proto, ipv6: bool, qtype: u16) {
-        let t = index_of(&TYPES, wire::type_label(qtype));
-        self.requests[(proto as usize * 2 + ipv6 as usize) * TYPES.len() + t].increment(1);
+        let t = wire::type_index(qtype);
+        self.requests[(proto as usize * 2 + ipv6 as usize) * wire::TYPE_LABELS.len() + t].increment(1);
     }
 
     /// Counts an answer sent to a client and records how long the client waited for it.
     #[inline]
     pub fn response(&self, proto: Proto, source: Source, rcode: u16, elapsed: Duration) {
-        let rc = index_of(&RCODES, wire::rcode_label(rcode));
+        let rc = wire::rcode_index(rcode);
         self.responses[rc * SOURCES.len() + source as usize].increment(1);
         self.request_duration[proto as usize * SOURCES.len() + source as usize].record(elapsed.as_secs_f64());
         self.sampled();
@@ -196,7 +194,7 @@ impl Metrics {
     /// Counts an answer the AAAA handling synthesized.
     #[inline]
     pub fn synthesized(&self, qtype: u16, reason: crate::policy::aaaa::Reason) {
-        let t = index_of(&TYPES, wire::type_label(qtype));
+        let t = wire::type_index(qtype);
         let r = index_of(&SYNTH_REASONS, reason.label());
         self.synthesized[t * SYNTH_REASONS.len() + r].increment(1);
     }
@@ -260,7 +258,7 @@ impl UpstreamMetrics {
                 .iter()
                 .map(|r| counter!(UPSTREAM_ERRORS_TOTAL, "to" => to.clone(), "reason" => *r))
                 .collect(),
-            durations: RCODES
+            durations: wire::RCODE_LABELS
                 .iter()
                 .map(|rc| histogram!(UPSTREAM_DURATION, "to" => to.clone(), "rcode" => *rc))
                 .collect(),
@@ -274,7 +272,7 @@ impl UpstreamMetrics {
 
     /// Records an upstream reply's round-trip time under its rcode.
     pub fn answered(&self, rcode: u16, rtt: Duration) {
-        self.durations[index_of(&RCODES, wire::rcode_label(rcode))].record(rtt.as_secs_f64());
+        self.durations[wire::rcode_index(rcode)].record(rtt.as_secs_f64());
     }
 }
 
@@ -401,8 +399,7 @@ mod tests {
 
     #[test]
     fn labels_fall_back_to_other() {
-        assert_eq!(index_of(&TYPES, wire::type_label(28)), 1);
-        assert_eq!(index_of(&TYPES, wire::type_label(999)), TYPES.len() - 1);
-        assert_eq!(index_of(&RCODES, "BADVERS"), 6);
+        assert_eq!(index_of(&UPSTREAM_REASONS, "mismatch"), UPSTREAM_REASONS.len() - 1);
+        assert_eq!(index_of(&SYNTH_REASONS, "no_ipv6"), 4);
     }
 }

@@ -95,34 +95,62 @@ pub fn read_u32(msg: &[u8], at: usize) -> Result<u32, WireError> {
     }
 }
 
-/// The metric label for a query type: a fixed set so label cardinality stays bounded.
-pub fn type_label(qtype: u16) -> &'static str {
+/// Metric labels for query types: a fixed set so label cardinality stays bounded.
+pub const TYPE_LABELS: [&str; 12] =
+    ["A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "PTR", "SOA", "SRV", "SVCB", "TXT", "other"];
+
+/// Index of a query type's label in [`TYPE_LABELS`] (a match, not a search: it runs per packet).
+pub fn type_index(qtype: u16) -> usize {
     match qtype {
-        rtype::A => "A",
-        rtype::AAAA => "AAAA",
-        rtype::CNAME => "CNAME",
-        rtype::HTTPS => "HTTPS",
-        rtype::MX => "MX",
-        rtype::NS => "NS",
-        rtype::PTR => "PTR",
-        rtype::SOA => "SOA",
-        rtype::SRV => "SRV",
-        rtype::SVCB => "SVCB",
-        rtype::TXT => "TXT",
-        _ => "other",
+        rtype::A => 0,
+        rtype::AAAA => 1,
+        rtype::CNAME => 2,
+        rtype::HTTPS => 3,
+        rtype::MX => 4,
+        rtype::NS => 5,
+        rtype::PTR => 6,
+        rtype::SOA => 7,
+        rtype::SRV => 8,
+        rtype::SVCB => 9,
+        rtype::TXT => 10,
+        _ => 11,
     }
 }
 
-/// The metric label for a response code (extended codes included).
-pub fn rcode_label(rcode: u16) -> &'static str {
-    match rcode {
-        rcode::NOERROR => "NOERROR",
-        rcode::FORMERR => "FORMERR",
-        rcode::SERVFAIL => "SERVFAIL",
-        rcode::NXDOMAIN => "NXDOMAIN",
-        rcode::NOTIMP => "NOTIMP",
-        rcode::REFUSED => "REFUSED",
-        rcode::BADVERS => "BADVERS",
-        _ => "other",
+/// The metric label for a query type.
+pub fn type_label(qtype: u16) -> &'static str {
+    TYPE_LABELS[type_index(qtype)]
+}
+
+/// Metric labels for response codes (extended codes included).
+pub const RCODE_LABELS: [&str; 8] =
+    ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other"];
+
+/// Index of a response code's label in [`RCODE_LABELS`].
+pub fn rcode_index(rc: u16) -> usize {
+    match rc {
+        0..=5 => rc as usize,
+        rcode::BADVERS => 6,
+        _ => 7,
+    }
+}
+
+/// The metric label for a response code.
+pub fn rcode_label(rc: u16) -> &'static str {
+    RCODE_LABELS[rcode_index(rc)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_indexes_agree_with_labels() {
+        for (t, l) in [(1, "A"), (28, "AAAA"), (65, "HTTPS"), (64, "SVCB"), (16, "TXT"), (999, "other")] {
+            assert_eq!(type_label(t), l);
+        }
+        for (r, l) in [(0, "NOERROR"), (3, "NXDOMAIN"), (5, "REFUSED"), (16, "BADVERS"), (9, "other")] {
+            assert_eq!(rcode_label(r), l);
+        }
     }
 }
