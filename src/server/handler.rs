@@ -174,7 +174,7 @@ impl Handler {
             self.metrics.truncated.increment(1);
             let opt = if q.opt.is_some() { find_opt(reply, &header, rq.end).ok().flatten() } else { None };
             let mut out = BytesMut::with_capacity(rq.end + 16);
-            truncated_reply(reply, &header, &rq, opt.as_ref(), &mut out);
+            truncated_reply(reply, &header, &rq, opt.as_ref(), q.max_udp_reply(), &mut out);
             reply.clear();
             reply.extend_from_slice(&out);
         }

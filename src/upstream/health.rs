@@ -33,12 +33,7 @@ impl Default for Health {
 
 impl Health {
     pub fn new() -> Health {
-        Health {
-            state: Mutex::new(State {
-                failures: 0,
-                down_until: None,
-            }),
-        }
+        Health { state: Mutex::new(State { failures: 0, down_until: None }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,9 +66,7 @@ impl Health {
         s.failures = s.failures.saturating_add(1);
         if s.failures >= FAILURES_TO_DOWN {
             let doublings = (s.failures - FAILURES_TO_DOWN).min(16);
-            let backoff = FIRST_BACKOFF
-                .saturating_mul(1 << doublings)
-                .min(MAX_BACKOFF);
+            let backoff = FIRST_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF);
             s.down_until = Some(now + backoff);
             gauge.set(0.0);
         }

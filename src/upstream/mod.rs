@@ -72,13 +72,7 @@ impl Upstreams {
                 metrics.healthy.set(1.0);
                 Upstream {
                     addr,
-                    udp: udp::UdpPool::new(
-                        addr,
-                        cfg.sockets,
-                        cfg.rotate,
-                        cfg.query_timeout,
-                        metrics.clone(),
-                    ),
+                    udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
                     tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
                     health: Health::new(),
                     metrics,
@@ -106,11 +100,7 @@ impl Upstreams {
         let k = k % n;
         let healthy = self.list.iter().filter(|u| u.health.is_up(now)).count();
         if k < healthy {
-            self.list
-                .iter()
-                .filter(|u| u.health.is_up(now))
-                .nth(k)
-                .expect("counted")
+            self.list.iter().filter(|u| u.health.is_up(now)).nth(k).expect("counted")
         } else {
             let mut down: [(Instant, usize); 16] = [(now, 0); 16];
             let mut m = 0;
@@ -128,18 +118,16 @@ impl Upstreams {
 
     /// Resolves `query` (parsed as `parsed`) upstream. `tcp` says the client came over TCP, so
     /// the upstream is asked over TCP too. The query's ID is overwritten per attempt.
-    pub async fn resolve(
-        &self,
-        query: &mut [u8],
-        parsed: &ParsedQuery,
-        tcp: bool,
-    ) -> Result<Exchange, ResolveError> {
+    pub async fn resolve(&self, query: &mut [u8], parsed: &ParsedQuery, tcp: bool) -> Result<Exchange, ResolveError> {
         let started = Instant::now();
         let deadline = started + self.query_timeout;
         let question = HEADER_LEN..parsed.question.end;
         let name_len = parsed.question.name_end - HEADER_LEN;
         let mut last: Option<UpstreamError> = None;
-        for k in 0..2 * self.list.len() {
+        // Two rounds over the upstreams; one when all of them are backing off, so a dead
+        // cluster DNS is not asked twice per client query on top of the client's own retries.
+        let rounds = if self.list.iter().any(|u| u.health.is_up(started)) { 2 } else { 1 };
+        for k in 0..rounds * self.list.len() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -148,13 +136,9 @@ impl Upstreams {
             let timeout = self.attempt_timeout.min(deadline - now);
             let sent = Instant::now();
             let result = if tcp {
-                up.tcp
-                    .exchange(query, question.clone(), name_len, timeout)
-                    .await
+                up.tcp.exchange(query, question.clone(), name_len, timeout).await
             } else {
-                up.udp
-                    .exchange(query, question.clone(), name_len, timeout)
-                    .await
+                up.udp.exchange(query, question.clone(), name_len, timeout).await
             };
             let reply = match result {
                 Ok(reply) => reply,
@@ -172,29 +156,13 @@ impl Upstreams {
             up.metrics.answered(header.rcode(), sent.elapsed());
             up.health.success(&up.metrics.healthy);
             self.answered.store(true, Ordering::Relaxed);
-            let mut ex = Exchange {
-                reply,
-                header,
-                from: up.addr,
-            };
+            let mut ex = Exchange { reply, header, from: up.addr };
             if header.tc() && !tcp {
                 self.tcp_fallback.increment(1);
-                let left = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(self.attempt_timeout);
-                match up
-                    .tcp
-                    .exchange(query, question.clone(), name_len, left)
-                    .await
-                {
+                let left = deadline.saturating_duration_since(Instant::now()).min(self.attempt_timeout);
+                match up.tcp.exchange(query, question.clone(), name_len, left).await {
                     Ok(full) => match Header::parse(&full) {
-                        Ok(h) => {
-                            ex = Exchange {
-                                reply: full,
-                                header: h,
-                                from: up.addr,
-                            }
-                        }
+                        Ok(h) => ex = Exchange { reply: full, header: h, from: up.addr },
                         Err(_) => up.metrics.error("malformed"),
                     },
                     // The truncated reply still tells the client to retry over TCP itself.

@@ -25,11 +25,7 @@ impl QuestionKey {
         let mut bytes = [0u8; 259];
         let len = question_bytes.len().min(bytes.len());
         bytes[..len].copy_from_slice(&question_bytes[..len]);
-        QuestionKey {
-            bytes,
-            name_len: name_len.min(255) as u8,
-            len: len as u16,
-        }
+        QuestionKey { bytes, name_len: name_len.min(255) as u8, len: len as u16 }
     }
 
     fn matches(&self, question_bytes: &[u8], name_len: usize) -> bool {
@@ -114,10 +110,7 @@ impl PendingMap {
         let Some(w) = map.get(&h.id) else {
             return Delivery::UnknownId;
         };
-        if !w
-            .key
-            .matches(&reply[HEADER_LEN..q.end], q.name_end - HEADER_LEN)
-        {
+        if !w.key.matches(&reply[HEADER_LEN..q.end], q.name_end - HEADER_LEN) {
             return Delivery::WrongQuestion;
         }
         let w = map.remove(&h.id).expect("present");
@@ -163,31 +156,13 @@ mod tests {
         let map = PendingMap::default();
         let q = msg(0, false, b"\x03WwW\x00", 1);
         let mut t = map.register(&q[12..], 5);
-        assert_eq!(
-            map.complete(msg(t.id.wrapping_add(1), true, b"\x03www\x00", 1)),
-            Delivery::UnknownId
-        );
-        assert_eq!(
-            map.complete(msg(t.id, true, b"\x03wwx\x00", 1)),
-            Delivery::WrongQuestion
-        );
-        assert_eq!(
-            map.complete(msg(t.id, true, b"\x03www\x00", 28)),
-            Delivery::WrongQuestion
-        );
-        assert_eq!(
-            map.complete(msg(t.id, false, b"\x03www\x00", 1)),
-            Delivery::Malformed
-        );
-        assert_eq!(
-            map.complete(BytesMut::from(&b"junk"[..])),
-            Delivery::Malformed
-        );
+        assert_eq!(map.complete(msg(t.id.wrapping_add(1), true, b"\x03www\x00", 1)), Delivery::UnknownId);
+        assert_eq!(map.complete(msg(t.id, true, b"\x03wwx\x00", 1)), Delivery::WrongQuestion);
+        assert_eq!(map.complete(msg(t.id, true, b"\x03www\x00", 28)), Delivery::WrongQuestion);
+        assert_eq!(map.complete(msg(t.id, false, b"\x03www\x00", 1)), Delivery::Malformed);
+        assert_eq!(map.complete(BytesMut::from(&b"junk"[..])), Delivery::Malformed);
         assert!(t.rx.try_recv().is_err(), "nothing delivered yet");
-        assert_eq!(
-            map.complete(msg(t.id, true, b"\x03WWW\x00", 1)),
-            Delivery::Delivered
-        );
+        assert_eq!(map.complete(msg(t.id, true, b"\x03WWW\x00", 1)), Delivery::Delivered);
         assert!(t.rx.try_recv().unwrap().is_ok());
     }
 
@@ -211,9 +186,6 @@ mod tests {
         let mut a = map.register(&q[12..], 3);
         let addr = "127.0.0.1:53".parse().unwrap();
         map.fail_all(UpstreamError::Refused(addr));
-        assert_eq!(
-            a.rx.try_recv().unwrap().unwrap_err(),
-            UpstreamError::Refused(addr)
-        );
+        assert_eq!(a.rx.try_recv().unwrap().unwrap_err(), UpstreamError::Refused(addr));
     }
 }

@@ -31,12 +31,7 @@ pub struct TcpPool {
 
 impl TcpPool {
     pub fn new(addr: SocketAddr, idle: Duration, metrics: Arc<UpstreamMetrics>) -> Self {
-        TcpPool {
-            addr,
-            conn: Mutex::new(None),
-            idle,
-            metrics,
-        }
+        TcpPool { addr, conn: Mutex::new(None), idle, metrics }
     }
 
     fn current(&self) -> Option<Arc<Conn>> {
@@ -44,18 +39,13 @@ impl TcpPool {
     }
 
     async fn connect(self: &Arc<Self>) -> Result<Arc<Conn>, UpstreamError> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused(self.addr),
-                kind => UpstreamError::Io(self.addr, kind),
-            })?;
+        let stream = TcpStream::connect(self.addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => UpstreamError::Refused(self.addr),
+            kind => UpstreamError::Io(self.addr, kind),
+        })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
-        let conn = Arc::new(Conn {
-            writer: tokio::sync::Mutex::new(w),
-            pending: PendingMap::default(),
-        });
+        let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(w), pending: PendingMap::default() });
         {
             let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             // Another query may have connected meanwhile; keep the one already shared.
@@ -81,9 +71,7 @@ impl TcpPool {
                 Some(c) => c,
                 None => self.connect().await?,
             };
-            let mut ticket = conn
-                .pending
-                .register(&query[question_bytes.clone()], name_len);
+            let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
             crate::wire::set_id(query, ticket.id);
             self.metrics.requests_tcp.increment(1);
             let mut frame = Vec::with_capacity(query.len() + 2);
@@ -99,9 +87,7 @@ impl TcpPool {
                 Err(_) => Err(UpstreamError::Closed(self.addr)),
             }
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout(self.addr)))
+        tokio::time::timeout(timeout, work).await.unwrap_or(Err(UpstreamError::Timeout(self.addr)))
     }
 
     /// Drops `conn` from the pool if it is still the current connection.

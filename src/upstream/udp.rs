@@ -50,13 +50,7 @@ impl UdpPool {
         linger: Duration,
         metrics: Arc<UpstreamMetrics>,
     ) -> Self {
-        UdpPool {
-            addr,
-            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
-            rotate,
-            linger,
-            metrics,
-        }
+        UdpPool { addr, slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(), rotate, linger, metrics }
     }
 
     /// Picks a random socket, opening or rotating it as needed.
@@ -69,12 +63,7 @@ impl UdpPool {
             return Ok(ch.clone());
         }
         let fresh = Arc::new(self.open().map_err(|e| io_error(self.addr, e))?);
-        tokio::spawn(read_replies(
-            fresh.clone(),
-            self.addr,
-            self.linger,
-            self.metrics.clone(),
-        ));
+        tokio::spawn(read_replies(fresh.clone(), self.addr, self.linger, self.metrics.clone()));
         if let Some(old) = slot.replace(fresh.clone()) {
             old.retire.notify_one();
         }
@@ -82,12 +71,8 @@ impl UdpPool {
     }
 
     fn open(&self) -> io::Result<Channel> {
-        let bind: SocketAddr = if self.addr.is_ipv4() {
-            "0.0.0.0:0".parse()
-        } else {
-            "[::]:0".parse()
-        }
-        .expect("literal address");
+        let bind: SocketAddr =
+            if self.addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal address");
         let std_sock = std::net::UdpSocket::bind(bind)?;
         std_sock.connect(self.addr)?;
         std_sock.set_nonblocking(true)?;
@@ -131,12 +116,7 @@ fn io_error(addr: SocketAddr, e: io::Error) -> UpstreamError {
 }
 
 /// Reads replies for one socket until it is retired and has lingered for late replies.
-async fn read_replies(
-    ch: Arc<Channel>,
-    addr: SocketAddr,
-    linger: Duration,
-    metrics: Arc<UpstreamMetrics>,
-) {
+async fn read_replies(ch: Arc<Channel>, addr: SocketAddr, linger: Duration, metrics: Arc<UpstreamMetrics>) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut retired_at: Option<Instant> = None;
     loop {

@@ -109,15 +109,39 @@ pub fn negative_reply(
     }
 }
 
-/// Writes the truncated form of `reply` (TC set, no records but its OPT) for a client whose UDP
-/// size it exceeds (RFC 1035 §4.2.1, RFC 6891 §7): the client retries over TCP.
-pub fn truncated_reply(reply: &[u8], header: &Header, question: &Question, opt: Option<&Opt>, out: &mut impl BufMut) {
-    let mut h = Header { ancount: 0, nscount: 0, arcount: opt.is_some() as u16, ..*header };
+/// Writes the truncated form of `reply` for a client whose UDP size `limit` it exceeds: TC set,
+/// the answer and authority records that fit whole (in order, so the compression pointers they
+/// hold still point into the kept prefix), no additional records but the OPT. Clients that retry
+/// over TCP do so (RFC 1035 §4.2.1, RFC 6891 §7); those that cannot, such as musl, still get the
+/// records that fit, as CoreDNS gives them.
+pub fn truncated_reply(
+    reply: &[u8],
+    header: &Header,
+    question: &Question,
+    opt: Option<&Opt>,
+    limit: usize,
+    out: &mut impl BufMut,
+) {
+    let opt_len = opt.map_or(0, |o| o.end - o.start);
+    let mut kept_end = question.end;
+    let (mut an, mut ns) = (0u16, 0u16);
+    for r in super::Records::new(reply, header, question.end) {
+        let Ok(r) = r else { break };
+        if r.section == super::Section::Additional || r.end() + opt_len > limit {
+            break;
+        }
+        match r.section {
+            super::Section::Answer => an += 1,
+            _ => ns += 1,
+        }
+        kept_end = r.end();
+    }
+    let mut h = Header { ancount: an, nscount: ns, arcount: opt.is_some() as u16, ..*header };
     h.set_tc();
     let mut raw = [0u8; HEADER_LEN];
     h.write(&mut raw);
     out.put_slice(&raw);
-    out.put_slice(&reply[HEADER_LEN..question.end]);
+    out.put_slice(&reply[HEADER_LEN..kept_end]);
     if let Some(o) = opt {
         out.put_slice(&reply[o.start..o.end]);
     }
@@ -188,20 +212,40 @@ mod tests {
         assert_eq!((rh.rcode(), rh.qdcount, rh.arcount), (1, 0, 0));
     }
 
-    #[test]
-    fn truncation_keeps_question_and_opt() {
+    /// A reply to `WwW` AAAA with `n` A-sized answers (16 bytes each, compressed owner) and an OPT.
+    fn reply_with_answers(n: u8) -> Vec<u8> {
         let mut r = query_with_opt();
         r[2] |= 0x80;
-        r[7] = 1; // pretend one answer follows
-        let h = Header { ancount: 0, ..Header::parse(&r).unwrap() };
+        let opt = r.split_off(r.len() - 11);
+        r[7] = n;
+        for i in 0..n {
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, i]);
+        }
+        r.extend_from_slice(&opt);
+        r
+    }
+
+    #[test]
+    fn truncation_keeps_whole_records_that_fit() {
+        let r = reply_with_answers(40);
+        let h = Header::parse(&r).unwrap();
         let qq = parse_question(&r).unwrap();
         let opt = find_opt(&r, &h, qq.end).unwrap().unwrap();
+        for limit in [0, qq.end + 11, qq.end + 11 + 15, qq.end + 11 + 16, 512] {
+            let mut out = Vec::new();
+            truncated_reply(&r, &h, &qq, Some(&opt), limit, &mut out);
+            let th = Header::parse(&out).unwrap();
+            let fit = (limit.saturating_sub(qq.end + 11) / 16) as u16;
+            assert!(th.tc());
+            assert_eq!((th.ancount, th.arcount), (fit, 1), "limit {limit}");
+            assert_eq!(out.len(), qq.end + 16 * fit as usize + 11);
+            assert!(out.len() <= limit.max(qq.end + 11));
+            let o = find_opt(&out, &th, qq.end).unwrap().unwrap();
+            assert_eq!(o.udp_size, 4096);
+        }
         let mut out = Vec::new();
-        truncated_reply(&r, &Header { ancount: 1, ..h }, &qq, Some(&opt), &mut out);
-        let th = Header::parse(&out).unwrap();
-        assert!(th.tc());
-        assert_eq!((th.ancount, th.arcount), (0, 1));
-        assert_eq!(out.len(), qq.end + 11);
+        truncated_reply(&r, &h, &qq, None, 512, &mut out);
+        assert_eq!(Header::parse(&out).unwrap().ancount, ((512 - qq.end) / 16) as u16);
     }
 
     #[test]
