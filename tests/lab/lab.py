@@ -1,0 +1,886 @@
+"""Pod lab orchestration: namespaces, the stand-in cluster DNS, podns, clients.
+
+One *lab* is a pair of network namespaces joined by a veth pair:
+
+    pod  (198.18.0.2/24, eth0)  <---->  cluster DNS (198.18.0.10/24, eth0)
+
+with the pod's own /etc/netns/<pod>/resolv.conf (what `ip netns exec` bind-mounts
+over /etc/resolv.conf).  Every (phase, client) pair gets its own lab, so the
+labs can run in parallel without disturbing each other's query counts, and
+every lookup in the "after" phase meets a freshly started podns (so a case's
+query count never depends on what an earlier case left in a cache).
+
+Namespace names carry the harness PID (`podnslab-<pid>-...`), so concurrent
+runs never collide; a later run removes namespaces whose owning PID is gone.
+Only 198.18.0.0/15 addresses and loopback are used; no route leads anywhere else.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import clusterdns  # noqa: E402
+
+LAB_TARGET = os.environ.get("LAB_TARGET_DIR", os.path.join(REPO, "target", "lab"))
+BIN_DIR = os.path.join(LAB_TARGET, "bin")
+HICKORY_BIN = os.path.join(LAB_TARGET, "debug", "lab-hickory-client")
+
+POD_IP = "198.18.0.2"
+DNS_IP = "198.18.0.10"
+PREFIX_LEN = 24
+POD_NAMESPACE = "default"
+SEARCH = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+NDOTS = 5
+NS_PREFIX = "podnslab-"
+
+CLIENT_TIMEOUT_S = 60.0  # hard bound around one client process
+PODNS_START_TIMEOUT_S = 15.0
+READY_TRIES = 200
+READY_INTERVAL_S = 0.05
+
+CLIENTS = ["glibc", "musl", "cares", "hickory", "dig"]
+PHASES = ["before", "after"]
+
+LAST_REPORT: dict = {}  # the last run_all() result, for the pytest summary
+ABORT = threading.Event()  # set on SIGTERM/SIGINT: labs stop creating things
+
+
+# --------------------------------------------------------------------------
+# Cases
+
+
+@dataclass
+class Case:
+    id: str
+    name: str  # what the application asks for
+    kind: str  # cluster | external | missing | dead
+    fqdn: str | None  # the absolute name that really answers (truth), None: nothing
+    rules: list = field(default_factory=list)
+    resolv_options: list = field(default_factory=list)  # beyond ndots
+    note: str = ""
+
+    @property
+    def healthy(self):
+        return not self.rules
+
+
+def _servfail_aaaa(name):
+    return [{"name": name, "type": "AAAA", "proto": "*", "action": "servfail"}]
+
+
+CASES = [
+    # cluster names: must resolve exactly as before
+    Case("k8s-default", "kubernetes.default", "cluster", "kubernetes.default.svc.cluster.local."),
+    Case("short-svc", "myapp", "cluster", "myapp.default.svc.cluster.local."),
+    Case("ns-qualified", "backend.lab", "cluster", "backend.lab.svc.cluster.local."),
+    Case("headless-pod", "db-0.db.lab", "cluster", "db-0.db.lab.svc.cluster.local."),
+    Case("headless-svc", "db.lab", "cluster", "db.lab.svc.cluster.local."),
+    Case("tld-namespace", "web.dev", "cluster", "web.dev.svc.cluster.local.",
+         note="namespace 'dev' is also a public TLD and web.dev exists publicly"),
+    Case("svc-fqdn", "kubernetes.default.svc.cluster.local", "cluster",
+         "kubernetes.default.svc.cluster.local.", note="4 dots, no trailing dot"),
+    Case("cluster-missing", "nosuchsvc", "missing", None),
+    # external names, 1-4 dots, CNAME chains, absolute, too big for 512 bytes
+    Case("ext-1dot", "pypi.org", "external", "pypi.org."),
+    Case("ext-2dot-cname", "files.pythonhosted.org", "external", "files.pythonhosted.org."),
+    Case("ext-3dot-cname", "s3.eu-west-1.amazonaws.com", "external",
+         "s3.eu-west-1.amazonaws.com."),
+    Case("ext-4dot-chain", "bucket.s3.eu-west-1.amazonaws.com", "external",
+         "bucket.s3.eu-west-1.amazonaws.com."),
+    Case("ext-absolute", "pypi.org.", "external", "pypi.org."),
+    Case("ext-big", "mirrors.example.org", "external", "mirrors.example.org.",
+         note="40 A records: over 512 bytes, TC then TCP"),
+    Case("ext-missing", "nothing-here.example.net", "missing", None),
+    # AAAA SERVFAIL (what a systemd-resolved upstream does)
+    Case("aaaa-servfail-cluster", "legacy", "cluster", "legacy.default.svc.cluster.local.",
+         rules=_servfail_aaaa("legacy.default.svc.cluster.local.")),
+    Case("aaaa-servfail-external", "legacy-api.example.com", "external",
+         "legacy-api.example.com.", rules=_servfail_aaaa("legacy-api.example.com.")),
+    Case("aaaa-servfail-missing", "nothing-here.example.net", "missing", None,
+         rules=_servfail_aaaa("nothing-here.example.net.")),
+    # dead cluster DNS: every query dropped.  The one case whose resolv.conf
+    # shortens the clients' timeouts (timeout:1 attempts:1): what is measured
+    # is "fails, and does not claim the name is missing", not how long the
+    # libraries' default timeouts are.
+    Case("dead-dns", "myapp", "dead", None,
+         rules=[{"name": "*", "type": "*", "proto": "*", "action": "drop"}],
+         resolv_options=["timeout:1", "attempts:1"]),
+]
+CASE_BY_ID = {c.id: c for c in CASES}
+
+
+def truth(fqdn, qtypes=("A", "AAAA")):
+    """Addresses the stand-in cluster DNS holds for an absolute name."""
+    out = set()
+    if fqdn is None:
+        return out
+    for qt in qtypes:
+        ans = clusterdns.resolve(fqdn, qt, DNS_IP)
+        for (_n, _ttl, rtype, value) in ans.answer:
+            if rtype == qt:
+                out.add(value)
+    return out
+
+
+def expected_addresses(case: Case, client: str):
+    """What a correct resolution returns for this client (dig asks A only;
+    an AAAA answered with SERVFAIL contributes nothing)."""
+    qtypes = ["A"] if client == "dig" else ["A", "AAAA"]
+    if any(r.get("type") == "AAAA" and r.get("action") == "servfail" for r in case.rules):
+        qtypes = [q for q in qtypes if q != "AAAA"]
+    return truth(case.fqdn, qtypes)
+
+
+# podns's own upstream health probe (the brief: `<cluster-domain>. SOA`): not a
+# question any client asked.
+HEALTH_PROBE = ("cluster.local.", "SOA")
+
+
+def is_probe(qname: str, tlds) -> bool:
+    """A search-collapse TLD probe: <tld>.svc.<domain> or <tld>.<ns>.svc.<domain>."""
+    for tld in tlds:
+        if qname in ("%s.svc.cluster.local." % tld,
+                     "%s.%s.svc.cluster.local." % (tld, POD_NAMESPACE)):
+            return True
+    return False
+
+
+def case_tlds(case: Case):
+    name = case.name.rstrip(".")
+    return {name.rsplit(".", 1)[-1].lower()} if "." in name else set()
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def sh(*args, check=True, timeout=30):
+    r = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise LabError("command failed (%d): %s\n%s%s" % (r.returncode, " ".join(args),
+                                                          r.stdout, r.stderr))
+    return r
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class LineReader:
+    """Reads a pipe line by line in a thread, copies it to a log file, and lets a
+    caller wait (bounded) for a line matching a pattern."""
+
+    def __init__(self, pipe, logfile, prefix=""):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.logfile = logfile
+        self.prefix = prefix
+        self.thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _run(self, pipe):
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+            if self.logfile:
+                try:
+                    self.logfile.write(self.prefix + line + "\n")
+                    self.logfile.flush()
+                except ValueError:  # closed by a teardown
+                    pass
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def wait_for(self, pattern, timeout):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    if rx.search(line):
+                        return line
+                if self.closed:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+
+def _stop(proc: subprocess.Popen, grace=3.0):
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.terminate()
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+# --------------------------------------------------------------------------
+# Namespaces
+
+_LIVE_LABS: set = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _cleanup_all():
+    with _LIVE_LOCK:
+        labs = list(_LIVE_LABS)
+    for lab in labs:
+        lab.teardown()
+
+
+atexit.register(_cleanup_all)
+
+
+def install_signal_handlers():
+    """SIGTERM/SIGHUP become SystemExit so finally blocks and atexit tear down."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_namespaces():
+    """Delete podnslab-<pid>-* namespaces left by runs whose PID is gone."""
+    r = sh("ip", "netns", "list", check=False)
+    removed = []
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.match(re.escape(NS_PREFIX) + r"(\d+)-", name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        _delete_netns(name)
+        removed.append(name)
+    tmp = tempfile.gettempdir()
+    for entry in os.listdir(tmp):
+        m = re.match(re.escape(NS_PREFIX) + r"(\d+)-", entry)
+        if m and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+    for entry in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
+        m = re.match(re.escape(NS_PREFIX) + r"(\d+)-", entry)
+        if m and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(os.path.join("/etc/netns", entry), ignore_errors=True)
+    return removed
+
+
+def _delete_netns(name):
+    # processes a crashed lab left in its own namespace
+    r = sh("ip", "netns", "pids", name, check=False)
+    for pid in r.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    sh("ip", "netns", "del", name, check=False)
+    shutil.rmtree(os.path.join("/etc/netns", name), ignore_errors=True)
+
+
+def check_privileges():
+    """Raise LabError with a clear message when namespaces cannot be made."""
+    probe = "%s%d-probe" % (NS_PREFIX, os.getpid())
+    if shutil.which("ip") is None:
+        raise LabError("`ip` (Debian package iproute2) is not installed")
+    r = sh("ip", "netns", "add", probe, check=False)
+    if r.returncode != 0:
+        raise LabError("cannot create a network namespace (`ip netns add` failed: %s); "
+                       "the lab must run as root with CAP_SYS_ADMIN" % r.stderr.strip())
+    sh("ip", "netns", "del", probe, check=False)
+
+
+class Lab:
+    def __init__(self, tag: str, logdir: str):
+        self.tag = tag
+        base = "%s%d-%s" % (NS_PREFIX, os.getpid(), tag)
+        self.pod = base + "-pod"
+        self.dns = base + "-dns"
+        self.logdir = logdir
+        self.tmp = tempfile.mkdtemp(prefix=base + "-")
+        self.control_path = os.path.join(self.tmp, "ctl.sock")
+        self.dns_proc = None
+        self.procs = []
+        self.created = []
+        self._ctl = None
+        self._torn_down = False
+        self._lock = threading.Lock()  # guards procs/created against a concurrent teardown
+        self.podns_log = None
+        with _LIVE_LOCK:
+            _LIVE_LABS.add(self)
+
+    # -- guarded creation: nothing is created once teardown has begun ---------
+
+    def _check_open(self):
+        if self._torn_down or ABORT.is_set():
+            raise LabError("lab %s aborted" % self.tag)
+
+    def _add_netns(self, ns):
+        with self._lock:
+            self._check_open()
+            sh("ip", "netns", "add", ns)
+            self.created.append(ns)
+
+    def spawn(self, argv, **kw):
+        with self._lock:
+            self._check_open()
+            proc = subprocess.Popen(argv, **kw)
+            self.procs.append(proc)
+            return proc
+
+    def run(self, argv, timeout):
+        """Run a short command as a tracked process: (rc, stdout, stderr, wall_ms);
+        rc None on timeout."""
+        t0 = time.monotonic()
+        proc = self.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            rc = None
+        with self._lock:
+            if proc in self.procs:
+                self.procs.remove(proc)
+        return (rc, out.decode(errors="replace"), err.decode(errors="replace"),
+                (time.monotonic() - t0) * 1000.0)
+
+    # -- setup / teardown ------------------------------------------------
+
+    def setup(self):
+        for ns in (self.pod, self.dns):
+            self._add_netns(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        # created directly inside the namespaces: the names never meet the host's
+        sh("ip", "-n", self.pod, "link", "add", "eth0", "type", "veth",
+           "peer", "name", "eth0", "netns", self.dns)
+        sh("ip", "-n", self.pod, "addr", "add", "%s/%d" % (POD_IP, PREFIX_LEN), "dev", "eth0")
+        sh("ip", "-n", self.dns, "addr", "add", "%s/%d" % (DNS_IP, PREFIX_LEN), "dev", "eth0")
+        sh("ip", "-n", self.pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", self.dns, "link", "set", "eth0", "up")
+        etc = os.path.join("/etc/netns", self.pod)
+        os.makedirs(etc, exist_ok=True)
+        with open(os.path.join(etc, "hosts"), "w") as f:
+            f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                    "%s\tpodnslab-pod\n" % POD_IP)
+        with open(os.path.join(etc, "nsswitch.conf"), "w") as f:
+            f.write("hosts: files dns\n")
+        self.write_resolv_conf(DNS_IP)
+        self._start_dns()
+
+    def _start_dns(self):
+        log = open(os.path.join(self.logdir, "%s.clusterdns.log" % self.tag), "w")
+        self.dns_proc = self.spawn(
+            ["ip", "netns", "exec", self.dns, sys.executable,
+             os.path.join(HERE, "clusterdns.py"), "--listen", DNS_IP, "--port", "53",
+             "--control", self.control_path],
+            stdout=subprocess.PIPE, stderr=log)
+        reader = LineReader(self.dns_proc.stdout, log)
+        if reader.wait_for(r"^ready ", 20) is None:
+            raise LabError("stand-in cluster DNS did not start in %s (see %s)"
+                           % (self.dns, log.name))
+        # the pod reaches it over the veth
+        rc, out, err, _ = self.run(
+            ["ip", "netns", "exec", self.pod, sys.executable,
+             os.path.join(HERE, "nshelper.py"), "dns-probe", DNS_IP, "cluster.local"], 30)
+        if rc != 0:
+            raise LabError("pod %s cannot reach the cluster DNS at %s: %s"
+                           % (self.pod, DNS_IP, out + err))
+
+    def teardown(self):
+        with self._lock:
+            if self._torn_down:
+                return
+            self._torn_down = True
+            procs = list(self.procs)
+        if self._ctl is not None:
+            for f in reversed(self._ctl):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        for p in procs:
+            try:
+                _stop(p, grace=2)
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        for ns in self.created:
+            try:
+                _delete_netns(ns)
+            except Exception:  # noqa: BLE001 - keep tearing down
+                pass
+        shutil.rmtree(os.path.join("/etc/netns", self.pod), ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.podns_log is not None:
+            self.podns_log.close()
+        with _LIVE_LOCK:
+            _LIVE_LABS.discard(self)
+
+    def write_resolv_conf(self, nameserver, options=()):
+        opts = ["ndots:%d" % NDOTS] + list(options)
+        text = "search %s\nnameserver %s\noptions %s\n" % (" ".join(SEARCH), nameserver,
+                                                           " ".join(opts))
+        path = os.path.join("/etc/netns", self.pod, "resolv.conf")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    # -- control channel ---------------------------------------------------
+
+    def control(self, req):
+        import socket as _socket
+        self._check_open()
+        try:
+            if self._ctl is None:
+                s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                s.settimeout(10)
+                s.connect(self.control_path)
+                self._ctl = (s, s.makefile("rb"))
+            s, rf = self._ctl
+            s.sendall((json.dumps(req) + "\n").encode())
+            line = rf.readline()
+        except (OSError, ValueError) as e:
+            raise LabError("cluster DNS control socket: %r" % e) from e
+        if not line:
+            raise LabError("cluster DNS control socket closed")
+        resp = json.loads(line)
+        if not resp.get("ok"):
+            raise LabError("cluster DNS control error: %s" % resp)
+        return resp
+
+    def set_rules(self, rules):
+        self.control({"op": "rules", "rules": rules})
+
+    def take_log(self):
+        return self.control({"op": "take"})["log"]
+
+    # -- podns -------------------------------------------------------------
+
+    def start_podns(self, podns_bin, extra_args=()):
+        if self.podns_log is None:
+            self.podns_log = open(os.path.join(self.logdir, "%s.podns.log" % self.tag), "w")
+        argv = ["ip", "netns", "exec", self.pod, podns_bin,
+                "--listen", "127.0.0.1:53", "--upstream", DNS_IP,
+                "--metrics-listen", "127.0.0.1:9153", "--drain-grace", "0s", *extra_args]
+        self.podns_log.write("### %s\n" % " ".join(argv[4:]))
+        self.podns_log.flush()
+        proc = self.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        reader = LineReader(proc.stderr, self.podns_log)
+        if reader.wait_for(r"listening proto=udp", PODNS_START_TIMEOUT_S) is None:
+            rc = _stop(proc)
+            raise LabError("podns did not log `listening proto=udp` within %.0f s (exit %s); "
+                           "stderr: %s" % (PODNS_START_TIMEOUT_S, rc,
+                                           " | ".join(reader.lines[-10:])))
+        rc, out, _err, _ = self.run(
+            ["ip", "netns", "exec", self.pod, sys.executable,
+             os.path.join(HERE, "nshelper.py"), "http-wait", "http://127.0.0.1:9153/ready",
+             str(READY_TRIES), str(READY_INTERVAL_S)], 60)
+        if rc != 0:
+            code = _stop(proc)
+            raise LabError("podns never became ready (/ready): %s; exit %s; stderr: %s"
+                           % (out.strip(), code, " | ".join(reader.lines[-10:])))
+        return proc
+
+    def stop_podns(self, proc):
+        alive = proc.poll() is None
+        rc = _stop(proc, grace=5)
+        with self._lock:
+            if proc in self.procs:
+                self.procs.remove(proc)
+        return alive, rc
+
+    # -- clients -----------------------------------------------------------
+
+    def run_client(self, client, name):
+        argv = client_argv(client, name)
+        rc, out, err, wall_ms = self.run(["ip", "netns", "exec", self.pod, *argv],
+                                         CLIENT_TIMEOUT_S)
+        if rc is None:
+            return {"ok": False, "addresses": [], "error": "HARNESS_TIMEOUT",
+                    "category": "timeout", "elapsed_ms": round(wall_ms, 3),
+                    "wall_ms": round(wall_ms, 3), "stdout": out[-500:]}
+        self._check_open()  # a client killed by an abort is no result
+        res = parse_client_output(client, out, rc)
+        res["wall_ms"] = round(wall_ms, 3)
+        if res.get("elapsed_ms") is None:
+            res["elapsed_ms"] = round(wall_ms, 3)
+        if not res["ok"] and res["error"] is None:
+            res["error"] = "exit %d: %s" % (rc, err.strip()[-200:])
+        if err.strip():
+            res["stderr"] = err.strip()[-500:]
+        return res
+
+
+def client_argv(client, name):
+    if client == "glibc":
+        return [os.path.join(BIN_DIR, "gai-glibc"), name]
+    if client == "musl":
+        return [os.path.join(BIN_DIR, "gai-musl"), name]
+    if client == "cares":
+        return [sys.executable, os.path.join(HERE, "cares_client.py"), name]
+    if client == "hickory":
+        return [HICKORY_BIN, name]
+    if client == "dig":
+        return ["dig", "+search", name, "A"]
+    raise ValueError(client)
+
+
+def missing_clients():
+    """Clients whose program is not there, with what provides it."""
+    missing = {}
+    for c, path, what in [
+        ("glibc", os.path.join(BIN_DIR, "gai-glibc"), "built by run.sh with gcc"),
+        ("musl", os.path.join(BIN_DIR, "gai-musl"), "built by run.sh with musl-gcc (musl-tools)"),
+        ("hickory", HICKORY_BIN, "built by run.sh (cargo, tests/lab/hickory-client)"),
+    ]:
+        if not os.access(path, os.X_OK):
+            missing[c] = "%s missing (%s)" % (path, what)
+    if shutil.which("dig") is None:
+        missing["dig"] = "dig missing (Debian package bind9-dnsutils)"
+    if importlib.util.find_spec("pycares") is None:
+        missing["cares"] = "python module pycares missing (pip install pycares)"
+    return missing
+
+
+EAI_CATEGORY = {
+    "EAI_NONAME": "notfound", "EAI_NODATA": "notfound", "EAI_ADDRFAMILY": "notfound",
+    "EAI_AGAIN": "again", "EAI_FAIL": "fail",
+}
+ARES_CATEGORY = {
+    "ARES_ENOTFOUND": "notfound", "ARES_ENODATA": "notfound", "ARES_ENONAME": "notfound",
+    "ARES_ESERVFAIL": "servfail", "ARES_ETIMEOUT": "timeout", "ARES_EREFUSED": "refused",
+    "ARES_ECONNREFUSED": "refused",
+}
+
+
+def parse_client_output(client, out, rc):
+    if client == "dig":
+        return parse_dig(out, rc)
+    line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
+    if line is None:
+        return {"ok": False, "addresses": [], "error": None, "category": "other",
+                "elapsed_ms": None}
+    d = json.loads(line)
+    addrs = sorted(set(d.get("addresses", [])))
+    if d.get("ok"):
+        cat = "ok"
+    elif client in ("glibc", "musl"):
+        cat = EAI_CATEGORY.get(d.get("error"), "other")
+    elif client == "cares":
+        cat = ARES_CATEGORY.get(d.get("error"), "other")
+    else:  # hickory
+        kind = d.get("kind")
+        err = (d.get("error") or "").lower()
+        if kind in ("nxdomain", "norecords"):
+            cat = "notfound"
+        elif kind == "timeout" or "timed out" in err:
+            cat = "timeout"
+        elif "servfail" in err or "server failure" in err:
+            cat = "servfail"
+        elif "refused" in err:
+            cat = "refused"
+        else:
+            cat = "other"
+    return {"ok": bool(d.get("ok")), "addresses": addrs, "error": d.get("error"),
+            "category": cat, "elapsed_ms": d.get("elapsed_ms")}
+
+
+_DIG_A = re.compile(r"^(\S+)\s+\d+\s+IN\s+A\s+(\S+)\s*$")
+
+
+def parse_dig(out, rc):
+    statuses = re.findall(r"->>HEADER<<- opcode: \w+, status: (\w+)", out)
+    addrs = []
+    in_answer = False
+    for line in out.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            in_answer = True
+            continue
+        if in_answer:
+            if not line.strip() or line.startswith(";;"):
+                in_answer = False
+                continue
+            m = _DIG_A.match(line)
+            if m:
+                addrs.append(m.group(2))
+    qtime = re.findall(r";; Query time: (\d+) msec", out)
+    status = statuses[-1] if statuses else None
+    if addrs:
+        cat, err = "ok", None
+    elif status in ("NXDOMAIN",):
+        cat, err = "notfound", status
+    elif status == "NOERROR":
+        cat, err = "notfound", "NODATA"
+    elif status == "SERVFAIL":
+        cat, err = "servfail", status
+    elif status == "REFUSED":
+        cat, err = "refused", status
+    elif "timed out" in out or "no servers could be reached" in out:
+        cat, err = "timeout", "no servers reached"
+    else:
+        cat, err = "other", status or "exit %d" % rc
+    return {"ok": bool(addrs), "addresses": sorted(set(addrs)), "error": err, "category": cat,
+            "elapsed_ms": None, "dig_status": status,
+            "dig_query_ms": int(qtime[-1]) if qtime else None}
+
+
+# --------------------------------------------------------------------------
+# Runs
+
+
+def _first_line(argv):
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+    return lines[0] if lines else None
+
+
+def environment():
+    """Versions of what the clients resolve with (for the report)."""
+    env = {"glibc": _first_line(["ldd", "--version"]),
+           "musl": _first_line(["/lib/ld-musl-x86_64.so.1"]),  # prints "musl libc (x86_64)"
+           "dig": _first_line(["dig", "-v"])}
+    for line in (_first_line(["dpkg-query", "-W", "-f=${Version}", "musl"]) or "").split():
+        env["musl"] = "musl %s" % line
+    try:
+        import pycares
+        env["cares"] = "pycares %s, c-ares %s" % (pycares.__version__, pycares.ARES_VERSION)
+    except ImportError:
+        env["cares"] = None
+    try:
+        lock = open(os.path.join(HERE, "hickory-client", "Cargo.lock")).read()
+        m = re.search(r'name = "hickory-resolver"\nversion = "([^"]+)"', lock)
+        env["hickory"] = "hickory-resolver %s" % m.group(1) if m else None
+    except OSError:
+        env["hickory"] = None
+    return env
+
+
+def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
+    """Run every case for one client in one fresh lab; returns result rows."""
+    tag = "%s-%s" % (phase[0], client)
+    lab = Lab(tag, logdir)
+    rows = []
+    try:
+        if phase == "after" and not (podns_bin and os.access(podns_bin, os.X_OK)):
+            raise LabError("podns binary %r is missing or not executable (set PODNS_BIN or "
+                           "run `cargo build --release`)" % podns_bin)
+        missing = missing_clients().get(client)
+        if missing:
+            raise LabError("client %s unavailable: %s" % (client, missing))
+        lab.setup()
+        for case in cases:
+            if ABORT.is_set():
+                raise LabError("aborted")
+            row = {"phase": phase, "client": client, "case": case.id, "name": case.name,
+                   "kind": case.kind, "rules": case.rules}
+            podns = None
+            try:
+                if phase == "after":
+                    lab.write_resolv_conf("127.0.0.1", case.resolv_options)
+                    lab.set_rules([])  # podns must see a healthy upstream to become ready
+                    podns = lab.start_podns(podns_bin, podns_args)
+                else:
+                    lab.write_resolv_conf(DNS_IP, case.resolv_options)
+                lab.set_rules(case.rules)
+                lab.take_log()
+                row.update(lab.run_client(client, case.name))
+                if podns is not None:
+                    alive, rc = lab.stop_podns(podns)
+                    row["podns_alive"] = alive
+                    row["podns_exit"] = rc
+                log = lab.take_log()
+            except LabError as e:
+                row.update({"ok": False, "addresses": [], "error": "LAB: %s" % e,
+                            "category": "lab-error", "elapsed_ms": None, "wall_ms": None})
+                log = []
+                if podns is not None:
+                    lab.stop_podns(podns)
+            lab.set_rules([])
+            row["queries"] = len(log)
+            row["query_log"] = [{k: q.get(k) for k in ("proto", "name", "type", "action",
+                                                          "rcode", "tc")} for q in log]
+            rows.append(row)
+    except LabError as e:
+        done = {r["case"] for r in rows}
+        for case in cases:
+            if case.id not in done:
+                rows.append({"phase": phase, "client": client, "case": case.id,
+                             "name": case.name, "kind": case.kind, "rules": case.rules,
+                             "ok": False, "addresses": [], "error": "LAB: %s" % e,
+                             "category": "lab-error", "elapsed_ms": None, "wall_ms": None,
+                             "queries": None, "query_log": []})
+    finally:
+        lab.teardown()
+    return rows
+
+
+def run_all(phases=PHASES, clients=CLIENTS, cases=CASES, podns_bin=None, podns_args=(),
+            parallel=None, logdir=None):
+    logdir = logdir or os.path.join(LAB_TARGET, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    remove_stale_namespaces()
+    check_privileges()
+    jobs = [(p, c) for p in phases for c in clients]
+    parallel = parallel or int(os.environ.get("LAB_PARALLEL", "0")) or len(jobs)
+    results = {}
+    t0 = time.monotonic()
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+    try:
+        futs = {ex.submit(run_lab, p, c, cases, podns_bin, podns_args, logdir): (p, c)
+                for (p, c) in jobs}
+        for fut in concurrent.futures.as_completed(futs):
+            results[futs[fut]] = fut.result()
+    except BaseException:
+        # SIGTERM/SIGINT (or a harness bug): stop every lab now, not when it finishes
+        ABORT.set()
+        ex.shutdown(wait=False, cancel_futures=True)
+        _cleanup_all()
+        raise
+    ex.shutdown(wait=True)
+    rows = [r for job in jobs for r in results[job]]
+    return {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "duration_s": round(time.monotonic() - t0, 2),
+            "podns_bin": podns_bin, "podns_args": list(podns_args),
+            "podns_version": _first_line([podns_bin, "--version"]) if podns_bin else None,
+            "environment": environment(),
+            "clients": list(clients), "phases": list(phases),
+            "cases": [{"id": c.id, "name": c.name, "kind": c.kind, "rules": c.rules,
+                       "resolv_options": c.resolv_options, "note": c.note,
+                       "truth": sorted(truth(c.fqdn))} for c in cases],
+            "rows": rows}
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def _cell(row):
+    if row is None:
+        return "-"
+    if row.get("category") == "lab-error":
+        return "LAB ERROR"
+    ms = row.get("elapsed_ms")
+    t = "%.0fms" % ms if ms is not None else "?"
+    q = row.get("queries")
+    addrs = row.get("addresses") or []
+    if row["ok"]:
+        what = "ok " + addrs[0] + ("+%d" % (len(addrs) - 1) if len(addrs) > 1 else "")
+    else:
+        err = str(row.get("error") or row.get("category") or "fail")
+        if row.get("client") == "hickory":
+            err = str(row.get("category"))  # its messages are long; the JSON has them
+        what = "FAIL " + err[:24]
+    return "%s %s q=%s" % (what, t, q)
+
+
+def format_table(report):
+    rows = report["rows"]
+    idx = {(r["phase"], r["client"], r["case"]): r for r in rows}
+    header = ["case", "name", "client", "before", "after"]
+    lines = []
+    for c in report["cases"]:
+        for client in report["clients"]:
+            lines.append([c["id"], c["name"], client,
+                          _cell(idx.get(("before", client, c["id"]))),
+                          _cell(idx.get(("after", client, c["id"])))])
+    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
+    fmt = "  ".join("%%-%ds" % w for w in widths)
+    out = [fmt % tuple(header), fmt % tuple("-" * w for w in widths)]
+    prev = None
+    for ln in lines:
+        shown = list(ln)
+        if ln[0] == prev:
+            shown[0] = shown[1] = ""
+        prev = ln[0]
+        out.append(fmt % tuple(shown))
+    out.append("cell: outcome, first address(+more), time measured by the client (dig: the "
+               "whole process), queries received by the cluster DNS (q=)")
+    out.append("")
+    out.append("per client, names that exist (no misbehaviour): lookups ok, and mean queries "
+               "at the cluster DNS per lookup (cluster names | external names)")
+    healthy = {c["id"]: c for c in report["cases"]
+               if not c["rules"] and c["kind"] in ("cluster", "external")}
+    for client in report["clients"]:
+        parts = []
+        for phase in report["phases"]:
+            rs = [idx[(phase, client, cid)] for cid in healthy if (phase, client, cid) in idx]
+            okc = sum(1 for r in rs if r["ok"])
+            def mean(kind):
+                qs = [r["queries"] for r in rs
+                      if healthy[r["case"]]["kind"] == kind and r.get("queries") is not None]
+                return "%.1f" % (sum(qs) / len(qs)) if qs else "-"
+            parts.append("%s: %d/%d ok, q %s | %s" % (phase, okc, len(rs), mean("cluster"),
+                                                      mean("external")))
+        out.append("  %-8s %s" % (client, "    ".join(parts)))
+    return "\n".join(out)
+
+
+def write_report(report, path=None):
+    path = path or os.path.join(LAB_TARGET, "report.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.splitext(path)[0] + ".txt", "w") as f:
+        f.write(format_table(report) + "\n")
+    return path
+
+
+def main(argv):
+    """python3 lab.py [before|after|both] [client...]: run and print the table."""
+    install_signal_handlers()
+    phases = PHASES
+    if len(argv) > 1 and argv[1] in ("before", "after", "both"):
+        phases = PHASES if argv[1] == "both" else [argv[1]]
+        argv = argv[1:]
+    clients = argv[1:] or CLIENTS
+    podns_bin = os.environ.get("PODNS_BIN", os.path.join(REPO, "target", "release", "podns"))
+    extra = os.environ.get("PODNS_ARGS", "").split()
+    report = run_all(phases, clients, CASES, podns_bin, extra)
+    print(format_table(report))
+    print("report: %s (%.1f s)" % (write_report(report), report["duration_s"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
