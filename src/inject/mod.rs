@@ -1,13 +1,380 @@
 //! `podns inject`: adds the podns sidecar to Kubernetes workload manifests.
+//!
+//! Reads multi-document YAML (files or standard input) and writes every document back, each
+//! after a `---` line. Pods and the workloads that hold a pod template (Deployment,
+//! StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, and `List`s of them) get the podns native
+//! sidecar and `dnsPolicy: None` with a `dnsConfig` that points the pod's resolver at
+//! 127.0.0.1; every other document is copied byte for byte. A pod that already has a container
+//! named `podns` is copied unchanged too, so injecting twice changes nothing.
+//!
+//! Exit status: 0 on success; 2 for bad flags, input that is not YAML, and pods podns cannot
+//! serve (hostNetwork, dnsPolicy: Default); 1 when a file cannot be read or the output cannot
+//! be written. Nothing is written to standard output unless every document succeeded, so a
+//! failed run cannot half-apply through `podns inject ... | kubectl apply -f -`.
 
+pub mod pod;
+pub mod yaml;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use yaml::Node;
+
+/// Image used when --image is not given: this build's version.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/podns/podns:", env!("CARGO_PKG_VERSION"));
+
+/// How the application's DNS traffic reaches podns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// dnsPolicy: None and a dnsConfig with nameserver 127.0.0.1.
+    DnsPolicy,
+    /// Redirect the pod's port-53 traffic to podns (not available yet).
+    Capture,
+}
 
 /// Arguments of `podns inject`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct InjectArgs {}
+pub struct InjectArgs {
+    /// Manifests to read, multi-document YAML; none or `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Cluster DNS service IP that podns forwards to, IP or IP:PORT (repeatable). Find it with
+    /// `kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}'`.
+    #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::config::parse_upstream)]
+    pub upstream: Vec<SocketAddr>,
+
+    /// How the pod's DNS reaches podns.
+    #[arg(long, value_enum, default_value_t = Mode::DnsPolicy)]
+    pub mode: Mode,
+
+    /// podns container image.
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// Cluster domain, for the pod's search list and podns's --cluster-domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Namespace for the search list of objects whose metadata.namespace is unset.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+}
+
+/// Validated settings of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub upstream: Vec<SocketAddr>,
+    pub image: String,
+    pub cluster_domain: String,
+    pub namespace: String,
+}
+
+/// Why `podns inject` failed, with its exit status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InjectError {
+    pub message: String,
+    pub status: u8,
+}
+
+impl InjectError {
+    /// Bad flags or input the user has to change: exit status 2.
+    pub fn input(message: impl Into<String>) -> InjectError {
+        InjectError { message: message.into(), status: 2 }
+    }
+
+    /// Reading or writing failed: exit status 1.
+    pub fn io(message: impl Into<String>) -> InjectError {
+        InjectError { message: message.into(), status: 1 }
+    }
+}
+
+/// The result of injecting one stream.
+#[derive(Debug, Default)]
+pub struct Injected {
+    /// The output stream.
+    pub text: String,
+    /// Remarks for standard error (documents left unchanged, settings replaced).
+    pub notes: Vec<String>,
+}
 
 /// Runs `podns inject`.
-pub fn run(_args: InjectArgs) -> ExitCode {
-    eprintln!("podns inject: not available in this build");
-    ExitCode::from(2)
+pub fn run(args: InjectArgs) -> ExitCode {
+    let result = options(&args).and_then(|opts| {
+        let mut all = Injected::default();
+        for (name, text) in read_inputs(&args.files)? {
+            let one = inject_stream(&text, &name, &opts)?;
+            all.text.push_str(&one.text);
+            all.notes.extend(one.notes);
+        }
+        Ok(all)
+    });
+    match result {
+        Ok(out) => {
+            for note in &out.notes {
+                eprintln!("podns inject: {note}");
+            }
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(out.text.as_bytes()).and_then(|()| stdout.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("podns inject: writing the output: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("podns inject: {e}");
+            ExitCode::from(e.status)
+        }
+    }
+}
+
+/// Checks the flags.
+pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
+    if args.mode == Mode::Capture {
+        return Err(InjectError::input("--mode capture is not available yet; use the default --mode dns-policy"));
+    }
+    if args.upstream.is_empty() {
+        return Err(InjectError::input(
+            "--upstream is required with --mode dns-policy: give the cluster DNS service IP \
+             (kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}')",
+        ));
+    }
+    let cluster_domain = args.cluster_domain.trim_end_matches('.').to_owned();
+    if !is_dns_name(&cluster_domain) {
+        return Err(InjectError::input(format!("--cluster-domain `{}` is not a DNS name", args.cluster_domain)));
+    }
+    if !is_dns_label(&args.namespace) {
+        return Err(InjectError::input(format!("--namespace `{}` is not a Kubernetes namespace name", args.namespace)));
+    }
+    if args.image.trim().is_empty() || args.image.chars().any(char::is_whitespace) {
+        return Err(InjectError::input(format!("--image `{}` is not an image reference", args.image)));
+    }
+    Ok(Options {
+        upstream: args.upstream.clone(),
+        image: args.image.clone(),
+        cluster_domain,
+        namespace: args.namespace.clone(),
+    })
+}
+
+/// An RFC 1123 label: what Kubernetes accepts as a namespace name.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// The texts to read, with names for messages: the files, or standard input.
+fn read_inputs(files: &[PathBuf]) -> Result<Vec<(String, String)>, InjectError> {
+    let read_stdin = || {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| InjectError::io(format!("reading standard input: {e}")))?;
+        Ok(("standard input".to_owned(), text))
+    };
+    if files.is_empty() {
+        return Ok(vec![read_stdin()?]);
+    }
+    files
+        .iter()
+        .map(|path| {
+            if path.as_os_str() == "-" {
+                read_stdin()
+            } else {
+                std::fs::read_to_string(path)
+                    .map(|text| (path.display().to_string(), text))
+                    .map_err(|e| InjectError::io(format!("reading {}: {e}", path.display())))
+            }
+        })
+        .collect()
+}
+
+/// One document of a stream, as text.
+struct Piece<'a> {
+    /// The `---` line that opened it, when there was one.
+    marker: Option<&'a str>,
+    /// The lines after the marker.
+    body: &'a str,
+    /// 1-based line of the body's first line in the stream.
+    first_line: usize,
+}
+
+/// Splits a stream at its document markers: lines that start with `---` or `...` followed by
+/// white space or the line end. YAML forbids such lines inside a document, even in block
+/// scalars, so this split is exact.
+fn split_documents(text: &str) -> Vec<Piece<'_>> {
+    let mut pieces = Vec::new();
+    let mut marker = None;
+    let mut start = 0;
+    let mut first_line = 1;
+    let mut offset = 0;
+    let mut line_no = 0;
+    for line in text.split_inclusive('\n') {
+        line_no += 1;
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_marker =
+            |m: &str| bare.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']));
+        if is_marker("---") || is_marker("...") {
+            pieces.push(Piece { marker, body: &text[start..offset], first_line });
+            marker = is_marker("---").then_some(bare);
+            start = offset + line.len();
+            first_line = line_no + 1;
+        }
+        offset += line.len();
+    }
+    pieces.push(Piece { marker, body: &text[start..], first_line });
+    pieces
+}
+
+/// Injects every workload of one stream; `name` names it in messages.
+pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected, InjectError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Injected::default();
+    let mut index = 0;
+    for piece in split_documents(text) {
+        // A marker line may carry content (`--- {a: 1}`); comments after it are content too.
+        let marker_content =
+            piece.marker.map(|m| m[3..].trim()).filter(|rest| !rest.is_empty() && !rest.starts_with('#'));
+        if piece.body.trim().is_empty() && marker_content.is_none() {
+            continue;
+        }
+        index += 1;
+        let parse_text = match marker_content {
+            Some(_) => format!("{}\n{}", piece.marker.unwrap_or_default(), piece.body),
+            None => piece.body.to_owned(),
+        };
+        let line_shift = if marker_content.is_some() { piece.first_line - 1 } else { piece.first_line };
+        let mut docs = yaml::parse(&parse_text).map_err(|e| {
+            InjectError::input(format!("{name}: line {}: not valid YAML: {}", e.line + line_shift - 1, e.message))
+        })?;
+        let where_ = format!("document {index} of {name}");
+        let changed = match docs.as_mut_slice() {
+            [] => false,
+            [doc] => inject_object(doc, &where_, opts, &mut out.notes)?,
+            _ => {
+                return Err(InjectError::input(format!("{name}: line {}: more than one document", piece.first_line)));
+            }
+        };
+        if changed {
+            // Content that shared the marker line is part of the re-emitted document.
+            out.text.push_str("---\n");
+            out.text.push_str(&yaml::emit(&docs[0]));
+        } else {
+            out.text.push_str(piece.marker.unwrap_or("---"));
+            out.text.push('\n');
+            out.text.push_str(piece.body);
+            if !piece.body.is_empty() && !piece.body.ends_with('\n') {
+                out.text.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The API versions of the kinds that hold a pod spec, and the path to it.
+fn pod_paths(api_version: &str, kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
+    const TEMPLATE_META: &[&str] = &["spec", "template", "metadata"];
+    match (api_version, kind) {
+        ("v1", "Pod") => Some((&["spec"], &["metadata"])),
+        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch/v1", "Job") => {
+            Some((TEMPLATE_SPEC, TEMPLATE_META))
+        }
+        ("batch/v1", "CronJob") => Some((
+            &["spec", "jobTemplate", "spec", "template", "spec"],
+            &["spec", "jobTemplate", "spec", "template", "metadata"],
+        )),
+        _ => None,
+    }
+}
+
+const WORKLOAD_KINDS: [&str; 7] = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"];
+
+/// Injects one object (or the items of a List); true when it changed.
+fn inject_object(doc: &mut Node, where_: &str, opts: &Options, notes: &mut Vec<String>) -> Result<bool, InjectError> {
+    let kind = doc.get_str("kind").unwrap_or_default().to_owned();
+    let api_version = doc.get_str("apiVersion").unwrap_or_default().to_owned();
+    if api_version == "v1" && kind == "List" {
+        let Some(Node::Seq(items)) = doc.get_mut("items") else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        for (i, item) in items.iter_mut().enumerate() {
+            changed |= inject_object(item, &format!("item {} of {where_}", i + 1), opts, notes)?;
+        }
+        return Ok(changed);
+    }
+    let namespace = doc.path(&["metadata", "namespace"]).and_then(Node::as_str).unwrap_or(&opts.namespace).to_owned();
+    let name = doc.path(&["metadata", "name"]).and_then(Node::as_str).unwrap_or("(unnamed)").to_owned();
+    let what = format!("{kind} {namespace}/{name} ({where_})");
+    let Some((spec_path, meta_path)) = pod_paths(&api_version, &kind) else {
+        if WORKLOAD_KINDS.contains(&kind.as_str()) {
+            notes.push(format!("{what}: apiVersion `{api_version}` is not one podns inject knows; left unchanged"));
+        }
+        return Ok(false);
+    };
+    // The metadata mapping of the pod template, created when missing.
+    let (meta_parent, meta_key) = meta_path.split_at(meta_path.len() - 1);
+    let spec_missing = doc.path(spec_path).is_none();
+    if spec_missing {
+        return Err(InjectError::input(format!("{what} has no {}", spec_path.join("."))));
+    }
+    let parent = doc
+        .path_mut(meta_parent)
+        .ok_or_else(|| InjectError::input(format!("{what} has no {}", meta_parent.join("."))))?;
+    let mut metadata = match parent.get(meta_key[0]) {
+        Some(m) if !m.is_null() => m.clone(),
+        _ => Node::Map(Vec::new()),
+    };
+    let mut spec = doc.path(spec_path).cloned().unwrap_or(Node::Map(Vec::new()));
+    let outcome = pod::inject(&mut spec, &mut metadata, &namespace, opts, &what, notes)?;
+    if outcome == pod::Outcome::AlreadyInjected {
+        notes.push(format!("{what} already has a `{}` container; left unchanged", pod::SIDECAR_NAME));
+        return Ok(false);
+    }
+    let (spec_parent, spec_key) = spec_path.split_at(spec_path.len() - 1);
+    if let Some(p) = doc.path_mut(spec_parent) {
+        p.set(spec_key[0], spec, None);
+    }
+    if let Some(p) = doc.path_mut(meta_parent) {
+        // A pod template's metadata goes before its spec; a Pod's is already there.
+        p.set(meta_key[0], metadata, Some("spec"));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_markers_only() {
+        let text = "a: 1\n---\nb: |\n  x\n  --- not a marker\n--- # c\nc: 3\n...\n---x: 4\n";
+        let pieces = split_documents(text);
+        let bodies: Vec<&str> = pieces.iter().map(|p| p.body).collect();
+        assert_eq!(bodies, ["a: 1\n", "b: |\n  x\n  --- not a marker\n", "c: 3\n", "---x: 4\n"]);
+        assert_eq!(pieces[2].marker, Some("--- # c"));
+        assert_eq!(pieces[2].first_line, 7);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(is_dns_label("kube-system"));
+        assert!(!is_dns_label("Kube"));
+        assert!(!is_dns_label("-a"));
+        assert!(is_dns_name("cluster.local"));
+        assert!(!is_dns_name("cluster..local"));
+    }
 }

