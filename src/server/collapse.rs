@@ -71,41 +71,46 @@ impl Collapse {
     }
 
     /// Whether a cluster name ending in `.<tld>` could exist: `tld` is a namespace, or a service
-    /// in our namespace. `None` when the probes failed (then nothing is assumed).
-    async fn tld_may_exist(&self, resolver: &Arc<Resolver>, tld: &[u8]) -> Option<bool> {
+    /// in our namespace. `None` when the probes failed (then nothing is assumed). Also returns
+    /// how many probe queries went upstream.
+    async fn tld_may_exist(&self, resolver: &Arc<Resolver>, tld: &[u8]) -> (Option<bool>, u64) {
         let lower: Box<[u8]> = tld.to_ascii_lowercase().into_boxed_slice();
         let now = Instant::now();
         if let Some(&(v, at)) = self.probes.lock().unwrap_or_else(|p| p.into_inner()).get(&lower)
             && now.saturating_duration_since(at) < self.probe_ttl
         {
-            return Some(v);
+            return (Some(v), 0);
         }
         let (ns_probe, svc_probe) = probe_names(&lower, &self.cfg);
-        let exists = |r: Result<Resolved, _>| match r.ok().and_then(|r| Header::parse(&r.reply).ok()).map(|h| h.rcode())
-        {
-            Some(rcode::NOERROR) => Some(true),
-            Some(rcode::NXDOMAIN) => Some(false),
-            _ => None,
+        // (exists?, went upstream?) of one probe.
+        let exists = |r: Result<Resolved, _>| {
+            let upstream = r.as_ref().is_ok_and(|r: &Resolved| r.source == Source::Upstream);
+            let v = match r.ok().and_then(|r| Header::parse(&r.reply).ok()).map(|h| h.rcode()) {
+                Some(rcode::NOERROR) => Some(true),
+                Some(rcode::NXDOMAIN) => Some(false),
+                _ => None,
+            };
+            (v, upstream as u64)
         };
         let listed = self.namespaces.as_ref().map(|ns| {
             ns.iter().any(|n| crate::wire::labels(n.wire()).next() == Some(&lower[..]) && n.label_count() == 1)
         });
         let ns_fut = async {
             match listed {
-                Some(v) => Some(v),
+                Some(v) => (Some(v), 0),
                 None => exists(resolver.lookup(ns_probe.wire(), crate::wire::rtype::A, 0).await),
             }
         };
         let svc_fut = async {
             match &svc_probe {
                 Some(p) => exists(resolver.lookup(p.wire(), crate::wire::rtype::A, 0).await),
-                None => Some(false),
+                None => (Some(false), 0),
             }
         };
-        let (ns, svc) = tokio::join!(ns_fut, svc_fut);
-        let v = !matches!((ns?, svc?), (false, false));
+        let ((ns, ns_up), (svc, svc_up)) = tokio::join!(ns_fut, svc_fut);
+        let Some(v) = ns.zip(svc).map(|(ns, svc)| ns || svc) else { return (None, ns_up + svc_up) };
         self.probes.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, (v, now));
-        Some(v)
+        (Some(v), ns_up + svc_up)
     }
 }
 
@@ -167,7 +172,8 @@ impl Handler {
             }
             SearchClass::FqdnLike { search_index, prefix_len, tld } => (search_index, prefix_len, tld),
         };
-        if c.tld_may_exist(&self.resolver, &name[tld]).await != Some(false) {
+        let (may_exist, probe_queries) = c.tld_may_exist(&self.resolver, &name[tld]).await;
+        if may_exist != Some(false) {
             self.metrics.search(Action::Forwarded as usize, 0);
             return None;
         }
@@ -175,8 +181,10 @@ impl Handler {
         // domains from this one on (unless aggressive), then P itself.
         let prefix = &name[..prefix_len];
         let search = c.cfg.search();
+        // The query's own name is a candidate when its search domain is outside the cluster,
+        // in every mode: aggressive skips only the later ones.
         let mut candidates: Vec<Vec<u8>> = (search_index..search.len())
-            .filter(|&j| c.mode != CollapseMode::Aggressive && !c.cfg.is_cluster_search(j))
+            .filter(|&j| !c.cfg.is_cluster_search(j) && (j == search_index || c.mode != CollapseMode::Aggressive))
             .map(|j| [prefix, search[j].wire()].concat())
             .collect();
         candidates.push([prefix, &[0u8][..]].concat());
@@ -185,7 +193,7 @@ impl Handler {
         let outcomes =
             futures_util::future::join_all(candidates.iter().map(|cand| self.candidate(cand, qtype, flags))).await;
         let mut chosen: Option<(usize, BytesMut)> = None;
-        let mut upstream_queries = 0u64;
+        let mut upstream_queries = probe_queries;
         let mut last_nx: Option<BytesMut> = None;
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let r = match outcome {
@@ -210,8 +218,9 @@ impl Handler {
                 }
             }
         }
-        // Queries the client no longer sends: the later search candidates and P itself.
-        let avoided = (search.len() - search_index) as u64;
+        // What the client would have sent upstream for this step: this candidate, and when the
+        // answer ends its walk (a name exists), the later candidates and P itself too.
+        let avoided = if chosen.is_some() { (search.len() - search_index + 1) as u64 } else { 1 };
         self.metrics.search(Action::Collapsed as usize, avoided.saturating_sub(upstream_queries));
         let mut out = Vec::with_capacity(512);
         let rc = match chosen {

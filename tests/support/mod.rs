@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -378,6 +378,12 @@ impl Podns {
         }
     }
 
+    /// The current value of a metric (sum over the series whose labels include `labels`), 0 if
+    /// no series matches.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics_text().await, name, labels).unwrap_or(0.0)
+    }
+
     /// Polls a metric until `pred` holds for its value (sum over matching series); fails the
     /// test after `timeout`. Returns the value.
     pub async fn wait_metric(
@@ -547,12 +553,168 @@ pub enum Action {
     ResetTcp,
     /// Waits, then does the inner action.
     Delay(Duration, Box<Action>),
+    /// A reply built from a [`Reply`]: any rcode, records with their own owners and TTLs, an
+    /// authority section (SOA for negative answers).
+    Reply(Reply),
+    /// Only a reply with the right ID but another question (carrying [`EVIL_V4`]); never the
+    /// right one.
+    WrongQuestionOnly,
+    /// One action for queries over UDP, another for queries over TCP.
+    ByTransport { udp: Box<Action>, tcp: Box<Action> },
+    /// Waits until the gate is opened (by the test), then does the inner action.
+    Gated(Gate, Box<Action>),
 }
 
 impl Action {
     pub fn delayed(d: Duration, then: Action) -> Action {
         Action::Delay(d, Box::new(then))
     }
+
+    /// `udp` for queries over UDP, `tcp` for queries over TCP.
+    pub fn by_transport(udp: Action, tcp: Action) -> Action {
+        Action::ByTransport { udp: Box::new(udp), tcp: Box::new(tcp) }
+    }
+
+    /// `then`, once `gate` is open.
+    pub fn gated(gate: &Gate, then: Action) -> Action {
+        Action::Gated(gate.clone(), Box::new(then))
+    }
+}
+
+/// A gate the test opens to release replies an upstream holds back ([`Action::Gated`]): an
+/// event to wait on instead of a delay.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate(open: {})", *self.0.borrow())
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    /// Releases every reply waiting on this gate, and every later one.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+/// A resource record of a scripted [`Reply`]: owner (the question name, as received, unless
+/// set), TTL and data.
+#[derive(Clone, Debug)]
+pub struct Rr {
+    pub owner: Option<String>,
+    pub ttl: u32,
+    pub data: RData,
+}
+
+impl Rr {
+    /// A record owned by the question name, TTL 60.
+    pub fn new(data: RData) -> Rr {
+        Rr { owner: None, ttl: 60, data }
+    }
+
+    pub fn a(ip: Ipv4Addr) -> Rr {
+        Rr::new(RData::A(A(ip)))
+    }
+
+    pub fn aaaa(ip: Ipv6Addr) -> Rr {
+        Rr::new(RData::AAAA(AAAA(ip)))
+    }
+
+    pub fn cname(target: &str) -> Rr {
+        Rr::new(RData::CNAME(CNAME(Name::from_ascii(fqdn(target)).expect("CNAME target"))))
+    }
+
+    /// TXT records carrying `total` octets of [`txt_payload`] text, 250-octet strings.
+    pub fn big_txt(total: usize) -> Vec<Rr> {
+        big_txt(total)
+            .into_iter()
+            .map(|r| match r {
+                Rec::Txt(strings) => Rr::new(RData::TXT(TXT::new(strings))),
+                other => unreachable!("big_txt gives TXT records only: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The SOA of `zone` with this TTL and MINIMUM, owned by the zone.
+    pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Rr {
+        let z = fqdn(zone);
+        let under = |l: &str| Name::from_ascii(if z == "." { format!("{l}.") } else { format!("{l}.{z}") }).unwrap();
+        let soa = SOA::new(under("ns"), under("hostmaster"), 1, 7200, 1800, 86400, minimum);
+        Rr { owner: Some(z.clone()), ttl, data: RData::SOA(soa) }
+    }
+
+    pub fn ttl(mut self, ttl: u32) -> Rr {
+        self.ttl = ttl;
+        self
+    }
+
+    pub fn owner(mut self, owner: &str) -> Rr {
+        self.owner = Some(fqdn(owner));
+        self
+    }
+}
+
+/// `name` with a final dot.
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') { name.to_string() } else { format!("{name}.") }
+}
+
+/// A scripted reply: rcode, answer and authority sections.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Rr>,
+    pub authority: Vec<Rr>,
+}
+
+impl Reply {
+    /// NOERROR with these answers.
+    pub fn answer(answers: Vec<Rr>) -> Reply {
+        Reply { rcode: ResponseCode::NoError, answers, authority: vec![] }
+    }
+
+    /// NOERROR, no answers, `soa` in the authority section (NODATA, RFC 2308).
+    pub fn nodata(soa: Rr) -> Reply {
+        Reply { rcode: ResponseCode::NoError, answers: vec![], authority: vec![soa] }
+    }
+
+    /// NXDOMAIN with `soa` in the authority section.
+    pub fn nxdomain(soa: Rr) -> Reply {
+        Reply { rcode: ResponseCode::NXDomain, answers: vec![], authority: vec![soa] }
+    }
+
+    pub fn action(self) -> Action {
+        Action::Reply(self)
+    }
+}
+
+/// The (TTL, MINIMUM) of every SOA record in the authority section of `reply`.
+pub fn authority_soas(reply: &Message) -> Vec<(u32, u32)> {
+    reply
+        .authorities
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SOA(soa) => Some((r.ttl, soa.minimum)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Transport of a query.
@@ -584,6 +746,8 @@ fn key(name: &str) -> String {
 struct Rules {
     exact: HashMap<(String, RecordType), Action>,
     by_name: HashMap<String, Action>,
+    /// (suffix, action): the longest suffix a name ends with (label-aligned) wins.
+    by_suffix: Vec<(String, Action)>,
     default: Action,
 }
 
@@ -602,6 +766,10 @@ impl UpstreamState {
             return a.clone();
         }
         if let Some(a) = rules.by_name.get(&k) {
+            return a.clone();
+        }
+        let under = |s: &str| k == s || k.ends_with(&format!(".{s}"));
+        if let Some((_, a)) = rules.by_suffix.iter().filter(|(s, _)| under(s)).max_by_key(|(s, _)| s.len()) {
             return a.clone();
         }
         rules.default.clone()
@@ -641,7 +809,7 @@ impl Upstream {
         udp.set_nonblocking(true).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let state = Arc::new(UpstreamState {
-            rules: Mutex::new(Rules { exact: HashMap::new(), by_name: HashMap::new(), default }),
+            rules: Mutex::new(Rules { exact: HashMap::new(), by_name: HashMap::new(), by_suffix: Vec::new(), default }),
             log: Mutex::new(Vec::new()),
             lowercase: AtomicBool::new(false),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(addr.port())),
@@ -664,6 +832,15 @@ impl Upstream {
     /// Scripts the answer to every type of `name`.
     pub fn on_name(&self, name: &str, action: Action) {
         self.state.rules.lock().unwrap().by_name.insert(key(name), action);
+    }
+
+    /// Scripts the answer to every name at or below `suffix` that has no exact or per-name rule;
+    /// the longest matching suffix wins.
+    pub fn on_suffix(&self, suffix: &str, action: Action) {
+        let s = key(suffix);
+        let mut rules = self.state.rules.lock().unwrap();
+        rules.by_suffix.retain(|(k, _)| *k != s);
+        rules.by_suffix.push((s, action));
     }
 
     /// Replaces the action for queries without a rule.
@@ -889,6 +1066,51 @@ fn build_reply(
     bytes
 }
 
+/// Builds the reply to `query` that `r` scripts; over UDP, one larger than the query allows
+/// goes out with TC=1 and no records, as in [`build_reply`].
+fn build_scripted(state: &UpstreamState, query: &Message, r: &Reply, transport: Transport) -> Vec<u8> {
+    let mut m = Message::response(query.metadata.id, OpCode::Query);
+    m.metadata.recursion_desired = query.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.metadata.checking_disabled = query.metadata.checking_disabled;
+    m.metadata.response_code = r.rcode;
+    let mut question: Query = query.queries[0].clone();
+    if state.lowercase.load(Ordering::Relaxed) {
+        question.name = question.name.to_lowercase();
+    }
+    let record = |rr: &Rr| {
+        let owner = match &rr.owner {
+            Some(o) => Name::from_ascii(o).expect("owner name"),
+            None => question.name.clone(),
+        };
+        Record::from_rdata(owner, rr.ttl, rr.data.clone())
+    };
+    for rr in &r.answers {
+        m.add_answer(record(rr));
+    }
+    for rr in &r.authority {
+        m.add_authority(record(rr));
+    }
+    m.add_query(question.clone());
+    if let Some(qe) = &query.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        e.set_dnssec_ok(qe.flags().dnssec_ok);
+        m.set_edns(e);
+    }
+    let bytes = m.to_vec().expect("encode scripted reply");
+    if transport == Transport::Udp {
+        let limit = query.edns.as_ref().map_or(512, |e| usize::from(e.max_payload().max(512)));
+        if bytes.len() > limit {
+            m.answers.clear();
+            m.authorities.clear();
+            m.metadata.truncation = true;
+            return m.to_vec().expect("encode truncated reply");
+        }
+    }
+    bytes
+}
+
 fn auto_records(qtype: RecordType) -> Vec<Rec> {
     match qtype {
         RecordType::A => vec![Rec::A(AUTO_V4)],
@@ -907,15 +1129,33 @@ fn evil_reply(query: &Message, id: u16, name: Name) -> Vec<u8> {
 }
 
 async fn perform(state: Arc<UpstreamState>, query: Message, mut action: Action, to: Replier) {
-    while let Action::Delay(d, then) = action {
-        tokio::time::sleep(d).await;
-        action = *then;
-    }
     let transport = to.transport();
+    loop {
+        match action {
+            Action::Delay(d, then) => {
+                tokio::time::sleep(d).await;
+                action = *then;
+            }
+            Action::Gated(gate, then) => {
+                gate.wait().await;
+                action = *then;
+            }
+            Action::ByTransport { udp, tcp } => action = if transport == Transport::Udp { *udp } else { *tcp },
+            other => {
+                action = other;
+                break;
+            }
+        }
+    }
     let qtype = query.queries[0].query_type;
     let good = |recs: &[Rec]| build_reply(&state, &query, ResponseCode::NoError, recs, false, transport);
     match action {
-        Action::Delay(..) => unreachable!("unwrapped above"),
+        Action::Delay(..) | Action::Gated(..) | Action::ByTransport { .. } => unreachable!("unwrapped above"),
+        Action::Reply(r) => to.send(&build_scripted(&state, &query, &r, transport)).await,
+        Action::WrongQuestionOnly => {
+            let other = Name::from_ascii("evil.invalid.").expect("name");
+            to.send(&evil_reply(&query, query.metadata.id, other)).await;
+        }
         Action::Auto => to.send(&good(&auto_records(qtype))).await,
         Action::Answer(recs) => to.send(&good(&recs)).await,
         Action::Rcode(rc) => to.send(&build_reply(&state, &query, rc, &[], false, transport)).await,
@@ -970,6 +1210,19 @@ pub fn with_edns(mut m: Message, payload: u16) -> Message {
     let mut e = Edns::new();
     e.set_max_payload(payload);
     m.set_edns(e);
+    m
+}
+
+/// `m` with the DNSSEC OK bit set (and an OPT record advertising 1232 if it had none).
+pub fn with_do(m: Message) -> Message {
+    let mut m = if m.edns.is_some() { m } else { with_edns(m, 1232) };
+    m.edns.as_mut().expect("OPT").set_dnssec_ok(true);
+    m
+}
+
+/// `m` with the CD (checking disabled) bit set.
+pub fn with_cd(mut m: Message) -> Message {
+    m.metadata.checking_disabled = true;
     m
 }
 
