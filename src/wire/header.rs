@@ -50,6 +50,19 @@ impl Header {
         out[10..12].copy_from_slice(&self.arcount.to_be_bytes());
     }
 
+    /// Appends this header to `out`.
+    pub fn put(&self, out: &mut impl bytes::BufMut) {
+        let mut raw = [0u8; HEADER_LEN];
+        self.write(&mut raw);
+        out.put_slice(&raw);
+    }
+
+    /// The header of a reply podns writes to a query with header `query`: its ID, response
+    /// flags (see [`Header::response_flags`]) with `rcode`'s low bits, and the given counts.
+    pub fn reply_to(query: &Header, rcode: u16, qdcount: u16, ancount: u16, nscount: u16, arcount: u16) -> Header {
+        Header { id: query.id, flags: Header::response_flags(query, rcode & 0xf), qdcount, ancount, nscount, arcount }
+    }
+
     pub fn qr(&self) -> bool {
         self.flags & QR != 0
     }

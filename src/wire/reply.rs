@@ -30,17 +30,7 @@ pub fn error_reply(
     query_opt: Option<&Opt>,
     out: &mut impl BufMut,
 ) {
-    let h = Header {
-        id: header.id,
-        flags: Header::response_flags(header, rcode & 0xf),
-        qdcount: question.is_some() as u16,
-        ancount: 0,
-        nscount: 0,
-        arcount: query_opt.is_some() as u16,
-    };
-    let mut raw = [0u8; HEADER_LEN];
-    h.write(&mut raw);
-    out.put_slice(&raw);
+    Header::reply_to(header, rcode, question.is_some() as u16, 0, 0, query_opt.is_some() as u16).put(out);
     if let Some(q) = question {
         out.put_slice(&msg[HEADER_LEN..q.end]);
     }
@@ -71,17 +61,7 @@ pub fn negative_reply(
     query_opt: Option<&Opt>,
     out: &mut impl BufMut,
 ) {
-    let h = Header {
-        id: header.id,
-        flags: Header::response_flags(header, rcode & 0xf),
-        qdcount: 1,
-        ancount: 0,
-        nscount: 1,
-        arcount: query_opt.is_some() as u16,
-    };
-    let mut raw = [0u8; HEADER_LEN];
-    h.write(&mut raw);
-    out.put_slice(&raw);
+    Header::reply_to(header, rcode, 1, 0, 1, query_opt.is_some() as u16).put(out);
     out.put_slice(&msg[HEADER_LEN..question.end]);
     let (mname, rname): (&[&[u8]], &[&[u8]]) = match zone {
         Some(z) => {
@@ -138,9 +118,7 @@ pub fn truncated_reply(
     }
     let mut h = Header { ancount: an, nscount: ns, arcount: opt.is_some() as u16, ..*header };
     h.set_tc();
-    let mut raw = [0u8; HEADER_LEN];
-    h.write(&mut raw);
-    out.put_slice(&raw);
+    h.put(out);
     out.put_slice(&reply[HEADER_LEN..kept_end]);
     if let Some(o) = opt {
         out.put_slice(&reply[o.start..o.end]);

@@ -82,17 +82,8 @@ pub fn cname_reply(
 ) -> Result<(), WireError> {
     let th = Header::parse(target_reply)?;
     let tq = parse_question(target_reply)?;
-    let h = Header {
-        id: header.id,
-        flags: Header::response_flags(header, th.rcode()),
-        qdcount: 1,
-        ancount: th.ancount.saturating_add(1),
-        nscount: th.nscount,
-        arcount: query_opt.is_some() as u16,
-    };
-    let mut raw = [0u8; HEADER_LEN];
-    h.write(&mut raw);
-    out.put_slice(&raw);
+    Header::reply_to(header, th.rcode(), 1, th.ancount.saturating_add(1), th.nscount, query_opt.is_some() as u16)
+        .put(out);
     out.put_slice(&msg[HEADER_LEN..question.end]);
     out.put_u16(0xc000 | HEADER_LEN as u16);
     out.put_u16(rtype::CNAME);
