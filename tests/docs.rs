@@ -9,10 +9,7 @@ fn readme() -> String {
 
 #[test]
 fn every_flag_is_documented() {
-    let out = Command::new(env!("CARGO_BIN_EXE_podns"))
-        .arg("--help")
-        .output()
-        .expect("run podns --help");
+    let out = Command::new(env!("CARGO_BIN_EXE_podns")).arg("--help").output().expect("run podns --help");
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     let flags: Vec<&str> = help
@@ -21,22 +18,15 @@ fn every_flag_is_documented() {
         .map(|w| w.trim_end_matches([',', '.']))
         .filter(|w| !matches!(*w, "--help" | "--version"))
         .collect();
-    assert!(
-        flags.len() > 20,
-        "parsed too few flags from --help: {flags:?}"
-    );
+    assert!(flags.len() > 20, "parsed too few flags from --help: {flags:?}");
     let readme = readme();
-    let missing: Vec<_> = flags
-        .iter()
-        .filter(|f| !readme.contains(&format!("`{f}")))
-        .collect();
+    let missing: Vec<_> = flags.iter().filter(|f| !readme.contains(&format!("`{f}"))).collect();
     assert!(missing.is_empty(), "flags missing from README: {missing:?}");
 }
 
 #[test]
 fn every_metric_is_documented() {
-    let src =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs")).unwrap();
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs")).unwrap();
     let names: Vec<&str> = src
         .lines()
         .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"podns_"))
@@ -44,12 +34,6 @@ fn every_metric_is_documented() {
         .collect();
     assert!(names.len() > 20, "parsed too few metric names: {names:?}");
     let readme = readme();
-    let missing: Vec<_> = names
-        .iter()
-        .filter(|n| !readme.contains(&format!("`{n}`")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "metrics missing from README: {missing:?}"
-    );
+    let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "metrics missing from README: {missing:?}");
 }
