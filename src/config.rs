@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Add the podns sidecar to Kubernetes manifests (file or stdin) and print them.
     Inject(crate::inject::InjectArgs),
+    /// Redirect the pod's DNS traffic (UDP and TCP port 53) to podns on a local port, except
+    /// podns's own: the init container of capture mode (needs root and CAP_NET_ADMIN).
+    CaptureInit(crate::capture::CaptureInitArgs),
 }
 
 /// Flags of the proxy.

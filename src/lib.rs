@@ -4,6 +4,7 @@
 //! ([`upstream`], [`server`]). `main.rs` only wires these together.
 
 pub mod cache;
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod inject;

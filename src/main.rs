@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let cli = config::parse();
     match cli.command {
         Some(Command::Inject(args)) => podns::inject::run(args),
+        Some(Command::CaptureInit(args)) => podns::capture::run(args),
         None => {
             let args = cli.run;
             init_tracing(args.log_level.as_deref());

@@ -162,11 +162,15 @@ fn flag<'a>(flags: &'a [String], name: &str) -> Vec<&'a str> {
 
 /// What the golden outputs must say, checked from their structure (so a wrong blessing fails
 /// here): the sidecar first among the init containers as a native sidecar, the DNS settings,
-/// the sysctl, and the application's containers exactly as they were.
+/// the sysctl, and the application's containers exactly as they were. Capture-mode cases are
+/// checked by `capture_mode_pods_keep_their_dns`.
 #[test]
 fn injected_pods_are_wired_to_podns() {
     let mut checked = 0;
     for (name, flags, input) in cases() {
+        if is_capture(&flags) {
+            continue;
+        }
         let out = run_case(&flags, &input);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         let before: Vec<_> =
@@ -255,6 +259,81 @@ fn injected_pods_are_wired_to_podns() {
     assert!(checked >= 9, "only {checked} workloads checked");
 }
 
+fn is_capture(flags: &[String]) -> bool {
+    flag(flags, "--mode") == ["capture"]
+}
+
+/// Capture mode (golden cases with `--mode capture`): the capture-init container first, as
+/// root with NET_ADMIN and NET_RAW only, exempting the sidecar's UID and redirecting to the
+/// port the sidecar listens on; then the sidecar, without --upstream (it reads the pod's
+/// resolv.conf); the pod's DNS settings, sysctls and containers exactly as they were.
+#[test]
+fn capture_mode_pods_keep_their_dns() {
+    let mut checked = 0;
+    for (name, flags, input) in cases() {
+        if !is_capture(&flags) {
+            continue;
+        }
+        let out = run_case(&flags, &input);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let before: Vec<_> =
+            documents(&std::fs::read_to_string(&input).expect("input")).iter().flat_map(pod_specs).collect();
+        let after: Vec<_> = documents(&stdout(&out)).iter().flat_map(pod_specs).collect();
+        assert_eq!(before.len(), after.len(), "{name}: workloads appeared or vanished");
+        let image = flag(&flags, "--image")[0];
+        let capture_image =
+            flag(&flags, "--capture-image").first().map_or_else(|| format!("{image}-capture-init"), |i| i.to_string());
+        let ipv6 = flags.iter().any(|f| f == "--capture-ipv6");
+        for ((_, old, _), (_, spec, meta)) in before.iter().zip(&after) {
+            let Some(Node::Seq(init)) = spec.get("initContainers") else { panic!("{name}: no initContainers") };
+            let (capture, sidecar) = (&init[0], &init[1]);
+            assert_eq!(capture.get_str("name"), Some("podns-capture-init"), "{name}");
+            assert_eq!(capture.get_str("image"), Some(capture_image.as_str()), "{name}");
+            assert_eq!(capture.get("restartPolicy"), None, "{name}: capture-init must run to completion");
+            let sc = capture.get("securityContext").expect("securityContext");
+            assert_eq!(sc.get_str("runAsUser"), Some("0"), "{name}");
+            assert_eq!(sc.get_str("runAsNonRoot"), Some("false"), "{name}");
+            assert_eq!(sc.get_str("allowPrivilegeEscalation"), Some("false"), "{name}");
+            assert_eq!(strs(sc.path(&["capabilities", "add"])), ["NET_ADMIN", "NET_RAW"], "{name}");
+            assert_eq!(strs(sc.path(&["capabilities", "drop"])), ["ALL"], "{name}");
+
+            assert_eq!(sidecar.get_str("name"), Some("podns"), "{name}");
+            assert_eq!(sidecar.get_str("restartPolicy"), Some("Always"), "{name}");
+            assert_eq!(sidecar.get_str("image"), Some(image), "{name}");
+            let uid = sidecar.path(&["securityContext", "runAsUser"]).and_then(Node::as_str).expect("runAsUser");
+            assert_ne!(uid, "0", "{name}");
+            let args = strs(sidecar.get("args"));
+            assert!(!args.iter().any(|a| a.starts_with("--upstream")), "{name}: {args:?}");
+            let listen: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("--listen=")).collect();
+            let want: &[&str] = if ipv6 { &["127.0.0.1:15053", "[::1]:15053"] } else { &["127.0.0.1:15053"] };
+            assert_eq!(listen, want, "{name}");
+            let capture_args = strs(capture.get("args"));
+            assert_eq!(
+                capture_args,
+                [
+                    "capture-init",
+                    "--port=15053",
+                    &format!("--uid={uid}"),
+                    if ipv6 { "--ipv6=on" } else { "--ipv6=off" }
+                ],
+                "{name}: capture-init must exempt the sidecar's UID and redirect to its port"
+            );
+
+            let old_init: Vec<Node> = match old.get("initContainers") {
+                Some(Node::Seq(items)) => items.clone(),
+                _ => Vec::new(),
+            };
+            assert_eq!(&init[2..], &old_init[..], "{name}: init containers changed");
+            for key in ["containers", "dnsPolicy", "dnsConfig", "securityContext", "hostNetwork"] {
+                assert_eq!(spec.get(key), old.get(key), "{name}: {key} changed");
+            }
+            assert_eq!(meta.path(&["labels", "podns/injected"]).and_then(Node::as_str), Some("true"), "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} capture-mode workloads checked");
+}
+
 /// Documents that are not workloads come out byte for byte, comments included.
 #[test]
 fn other_documents_are_copied_verbatim() {
@@ -313,7 +392,7 @@ fn default_image_is_this_version() {
 #[test]
 fn refusals_exit_2_and_write_nothing() {
     let good = std::fs::read_to_string(golden_dir().join("pod.in.yaml")).expect("input");
-    let cases: [(&[&str], String, &str); 7] = [
+    let cases: [(&[&str], String, &str); 10] = [
         (
             &["--upstream", "10.96.0.10"],
             format!("{good}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: node-agent}}\nspec:\n  hostNetwork: true\n  containers: []\n"),
@@ -324,7 +403,18 @@ fn refusals_exit_2_and_write_nothing() {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      dnsPolicy: Default\n      containers: []\n".into(),
             "dnsPolicy: Default",
         ),
-        (&["--mode", "capture"], good.clone(), "capture is not available yet"),
+        (
+            &["--mode", "capture"],
+            format!("{good}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: node-agent}}\nspec:\n  hostNetwork: true\n  containers: []\n"),
+            "DNS traffic of the whole node",
+        ),
+        (
+            &["--mode", "capture"],
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {runAsUser: 15053}\n  containers: [{name: app, image: x}]\n".into(),
+            "container `app` runs as UID 15053",
+        ),
+        (&["--mode", "capture", "--image", "r.example/podns@sha256:00"], good.clone(), "pass --capture-image"),
+        (&["--upstream", "10.96.0.10", "--capture-ipv6"], good.clone(), "only apply with --mode capture"),
         (&[], good.clone(), "--upstream is required"),
         (&["--upstream", "10.96.0.10"], format!("{good}---\nkind: [unclosed\n"), "line 14: not valid YAML"),
         (&["--upstream", "10.96.0.10", "--namespace", "Not_A_Namespace"], good.clone(), "--namespace"),
@@ -369,25 +459,29 @@ fn same_values(a: &Node, b: &Node) -> bool {
     }
 }
 
-/// The documented example (k8s/example/deployment.yaml, with its comments) is what `podns
-/// inject` writes for the plain application, so the two cannot drift apart.
+/// The documented examples (k8s/example/deployment.yaml and deployment-capture.yaml, with their
+/// comments) are what `podns inject` writes for the plain application, so they cannot drift
+/// apart.
 #[test]
 fn example_manifest_is_what_inject_writes() {
-    let (_, flags, input) = cases().into_iter().find(|(n, _, _)| n == "example").expect("example case");
-    let out = run_case(&flags, &input);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let injected = documents(&stdout(&out));
-    let example =
-        documents(&std::fs::read_to_string(repo_file("k8s/example/deployment.yaml")).expect("example manifest"));
-    assert_eq!(injected.len(), 1);
-    let deployment: Vec<&Node> = example.iter().filter(|d| d.get_str("kind") == Some("Deployment")).collect();
-    assert_eq!(deployment.len(), 1, "one Deployment in the example");
-    assert!(
-        same_values(&injected[0], deployment[0]),
-        "k8s/example/deployment.yaml differs from `podns inject` of {}:\n{}",
-        input.display(),
-        stdout(&out)
-    );
+    for (case, manifest) in
+        [("example", "k8s/example/deployment.yaml"), ("example-capture", "k8s/example/deployment-capture.yaml")]
+    {
+        let (_, flags, input) = cases().into_iter().find(|(n, _, _)| n == case).expect("example case");
+        let out = run_case(&flags, &input);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let injected = documents(&stdout(&out));
+        let example = documents(&std::fs::read_to_string(repo_file(manifest)).expect("example manifest"));
+        assert_eq!(injected.len(), 1);
+        let deployment: Vec<&Node> = example.iter().filter(|d| d.get_str("kind") == Some("Deployment")).collect();
+        assert_eq!(deployment.len(), 1, "one Deployment in {manifest}");
+        assert!(
+            same_values(&injected[0], deployment[0]),
+            "{manifest} differs from `podns inject` of {}:\n{}",
+            input.display(),
+            stdout(&out)
+        );
+    }
 }
 
 /// Content on a `---` line and CRLF line ends: every document comes out once, as YAML.

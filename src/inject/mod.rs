@@ -3,8 +3,10 @@
 //! Reads multi-document YAML (files or standard input) and writes every document back, each
 //! after a `---` line. Pods and the workloads that hold a pod template (Deployment,
 //! StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, and `List`s of them) get the podns native
-//! sidecar and `dnsPolicy: None` with a `dnsConfig` that points the pod's resolver at
-//! 127.0.0.1; every other document is copied byte for byte. A pod that already has a container
+//! sidecar and, in the default `--mode dns-policy`, `dnsPolicy: None` with a `dnsConfig` that
+//! points the pod's resolver at 127.0.0.1; in `--mode capture` their DNS settings stay as they
+//! are and a `podns capture-init` init container redirects their DNS traffic to podns instead
+//! (see [`crate::capture`]). Every other document is copied byte for byte. A pod that already has a container
 //! named `podns` is copied unchanged too, so injecting twice changes nothing.
 //!
 //! Exit status: 0 on success; 2 for bad flags, input that is not YAML, and pods podns cannot
@@ -30,7 +32,8 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/podns/podns:", env!("CARGO_PKG_
 pub enum Mode {
     /// dnsPolicy: None and a dnsConfig with nameserver 127.0.0.1.
     DnsPolicy,
-    /// Redirect the pod's port-53 traffic to podns (not available yet).
+    /// Keep the pod's DNS settings; an init container (`podns capture-init`) redirects the
+    /// pod's port-53 traffic to podns on 127.0.0.1:15053 with kernel NAT rules.
     Capture,
 }
 
@@ -42,7 +45,8 @@ pub struct InjectArgs {
     pub files: Vec<PathBuf>,
 
     /// Cluster DNS service IP that podns forwards to, IP or IP:PORT (repeatable). Find it with
-    /// `kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}'`.
+    /// `kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}'`. Optional
+    /// with --mode capture, where podns reads it from the pod's own resolv.conf.
     #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::config::parse_upstream)]
     pub upstream: Vec<SocketAddr>,
 
@@ -61,15 +65,30 @@ pub struct InjectArgs {
     /// Namespace for the search list of objects whose metadata.namespace is unset.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
+
+    /// With --mode capture: the image of the capture-init container (podns and iptables).
+    /// Default: --image with `-capture-init` appended to its tag.
+    #[arg(long)]
+    pub capture_image: Option<String>,
+
+    /// With --mode capture: capture IPv6 DNS traffic too (podns also listens on [::1]:15053).
+    /// For clusters whose pods get an IPv6 cluster DNS address; needs IPv6 in the pods.
+    #[arg(long)]
+    pub capture_ipv6: bool,
 }
 
 /// Validated settings of one run.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub mode: Mode,
     pub upstream: Vec<SocketAddr>,
     pub image: String,
     pub cluster_domain: String,
     pub namespace: String,
+    /// The capture-init image (used with [`Mode::Capture`]).
+    pub capture_image: String,
+    /// Capture IPv6 DNS too (with [`Mode::Capture`]).
+    pub capture_ipv6: bool,
 }
 
 /// Why `podns inject` failed, with its exit status.
@@ -135,10 +154,10 @@ pub fn run(args: InjectArgs) -> ExitCode {
 
 /// Checks the flags.
 pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
-    if args.mode == Mode::Capture {
-        return Err(InjectError::input("--mode capture is not available yet; use the default --mode dns-policy"));
+    if args.mode == Mode::DnsPolicy && (args.capture_image.is_some() || args.capture_ipv6) {
+        return Err(InjectError::input("--capture-image and --capture-ipv6 only apply with --mode capture"));
     }
-    if args.upstream.is_empty() {
+    if args.mode == Mode::DnsPolicy && args.upstream.is_empty() {
         return Err(InjectError::input(
             "--upstream is required with --mode dns-policy: give the cluster DNS service IP \
              (kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}')",
@@ -151,15 +170,44 @@ pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
     if !is_dns_label(&args.namespace) {
         return Err(InjectError::input(format!("--namespace `{}` is not a Kubernetes namespace name", args.namespace)));
     }
-    if args.image.trim().is_empty() || args.image.chars().any(char::is_whitespace) {
+    if !is_image_ref(&args.image) {
         return Err(InjectError::input(format!("--image `{}` is not an image reference", args.image)));
     }
+    let capture_image = match &args.capture_image {
+        Some(image) if is_image_ref(image) => image.clone(),
+        Some(image) => {
+            return Err(InjectError::input(format!("--capture-image `{image}` is not an image reference")));
+        }
+        None if args.mode == Mode::Capture => capture_image_for(&args.image)?,
+        None => String::new(),
+    };
     Ok(Options {
+        mode: args.mode,
         upstream: args.upstream.clone(),
         image: args.image.clone(),
         cluster_domain,
         namespace: args.namespace.clone(),
+        capture_image,
+        capture_ipv6: args.capture_ipv6,
     })
+}
+
+fn is_image_ref(s: &str) -> bool {
+    !s.trim().is_empty() && !s.chars().any(char::is_whitespace)
+}
+
+/// The default capture-init image for a podns image: the same repository, its tag with
+/// `-capture-init` appended (`ghcr.io/podns/podns:0.1.0` -> `ghcr.io/podns/podns:0.1.0-capture-init`;
+/// no tag: `:capture-init`). A digest names one image only, so it cannot be extended.
+pub fn capture_image_for(image: &str) -> Result<String, InjectError> {
+    if image.contains('@') {
+        return Err(InjectError::input(format!(
+            "--image `{image}` is pinned by digest, so the capture-init image cannot be derived from it; \
+             pass --capture-image"
+        )));
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    Ok(if last.contains(':') { format!("{image}-capture-init") } else { format!("{image}:capture-init") })
 }
 
 /// An RFC 1123 label: what Kubernetes accepts as a namespace name.
@@ -367,6 +415,13 @@ mod tests {
         assert_eq!(bodies, ["a: 1\n", "b: |\n  x\n  --- not a marker\n", "c: 3\n", "---x: 4\n"]);
         assert_eq!(pieces[2].marker, Some("--- # c"));
         assert_eq!(pieces[2].first_line, 7);
+    }
+
+    #[test]
+    fn capture_image_is_derived_from_the_tag() {
+        assert_eq!(capture_image_for("ghcr.io/podns/podns:0.1.0").unwrap(), "ghcr.io/podns/podns:0.1.0-capture-init");
+        assert_eq!(capture_image_for("registry:5000/podns").unwrap(), "registry:5000/podns:capture-init");
+        assert!(capture_image_for("r.example/podns@sha256:00").unwrap_err().message.contains("--capture-image"));
     }
 
     #[test]

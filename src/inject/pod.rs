@@ -1,9 +1,10 @@
-//! What `podns inject` does to one pod spec: the sidecar, the DNS settings, the sysctl.
+//! What `podns inject` does to one pod spec: the sidecar, the DNS settings, the sysctl; or, in
+//! capture mode, the sidecar and the capture-init container.
 
 use std::net::SocketAddr;
 
 use super::yaml::Node;
-use super::{InjectError, Options};
+use super::{InjectError, Mode, Options};
 
 /// Name of the sidecar container; its presence marks a pod as injected.
 pub const SIDECAR_NAME: &str = "podns";
@@ -19,6 +20,14 @@ pub const NAMESERVER: &str = "127.0.0.1";
 pub const METRICS_PORT: u16 = 9153;
 /// UID and GID of the image's user (distroless "nonroot").
 pub const UID: u32 = 65532;
+/// Name of the init container that installs the capture rules.
+pub const CAPTURE_INIT_NAME: &str = "podns-capture-init";
+/// Port podns listens on in capture mode (on 127.0.0.1, and [::1] with --capture-ipv6).
+pub const CAPTURE_PORT: u16 = crate::capture::DEFAULT_PORT;
+/// UID and GID of the sidecar in capture mode: the UID whose DNS traffic is not redirected.
+/// Not [`UID`]: applications built on distroless "nonroot" images run as 65532 too, and their
+/// DNS would bypass podns. This one belongs to podns alone.
+pub const CAPTURE_UID: u32 = 15053;
 
 /// What became of one pod spec.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,7 +37,8 @@ pub enum Outcome {
     AlreadyInjected,
 }
 
-/// Adds the sidecar to `spec` (a PodSpec) and points the pod's DNS at it. `metadata` is the
+/// Adds the sidecar to `spec` (a PodSpec) and points the pod's DNS at it (capture mode: adds the
+/// capture-init container instead and leaves the DNS settings alone). `metadata` is the
 /// pod's (or pod template's) metadata, where the [`LABEL`] goes. `what` names the object in
 /// messages; `notes` collects remarks for standard error.
 pub fn inject(
@@ -44,6 +54,9 @@ pub fn inject(
     }
     if has_sidecar(spec) {
         return Ok(Outcome::AlreadyInjected);
+    }
+    if opts.mode == Mode::Capture {
+        return inject_capture(spec, metadata, opts, what);
     }
     if spec.get("hostNetwork").is_some_and(Node::is_true) {
         return Err(InjectError::input(format!(
@@ -75,11 +88,97 @@ pub fn inject(
     let Node::Seq(items) = init else { unreachable!("seq_entry returns a sequence") };
     // First, so that every other init container already resolves through it.
     items.insert(0, sidecar(opts));
+    set_label(metadata, what)?;
+    Ok(Outcome::Injected)
+}
+
+fn set_label(metadata: &mut Node, what: &str) -> Result<(), InjectError> {
     let labels = metadata
         .map_entry("labels", None)
         .ok_or_else(|| InjectError::input(format!("{what}: metadata.labels is not a mapping")))?;
     labels.set(LABEL, Node::str("true"), None);
+    Ok(())
+}
+
+/// Capture mode: the pod keeps its DNS settings (kubelet's resolv.conf: cluster DNS, search
+/// list, ndots); the capture-init container redirects its port-53 traffic to the sidecar,
+/// which reads its upstream, search list and ndots from that resolv.conf.
+fn inject_capture(spec: &mut Node, metadata: &mut Node, opts: &Options, what: &str) -> Result<Outcome, InjectError> {
+    if spec.get("hostNetwork").is_some_and(Node::is_true) {
+        return Err(InjectError::input(format!(
+            "{what} uses hostNetwork: true; its network namespace is the node's, so capture-init would \
+             redirect the DNS traffic of the whole node. Leave this workload out of podns inject."
+        )));
+    }
+    // A container running as podns's UID would have its DNS exempted from the redirection.
+    let pod_uid = spec.path(&["securityContext", "runAsUser"]).and_then(Node::as_str).map(str::to_owned);
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(Node::Seq(items)) = spec.get(list) else { continue };
+        for c in items {
+            let uid = c.path(&["securityContext", "runAsUser"]).and_then(Node::as_str).or(pod_uid.as_deref());
+            if uid.is_some_and(|u| u.trim() == CAPTURE_UID.to_string()) {
+                return Err(InjectError::input(format!(
+                    "{what}: container `{}` runs as UID {CAPTURE_UID}, the UID whose DNS traffic capture mode \
+                     does not redirect (podns's own); its DNS would bypass podns. Run it as another UID.",
+                    c.get_str("name").unwrap_or("?")
+                )));
+            }
+        }
+    }
+    let init = spec
+        .seq_entry("initContainers", Some("containers"))
+        .ok_or_else(|| InjectError::input(format!("{what}: spec.initContainers is not a sequence")))?;
+    let Node::Seq(items) = init else { unreachable!("seq_entry returns a sequence") };
+    // The rules first (they must be in place before anything resolves), then podns, then the
+    // pod's own init containers, which already resolve through podns.
+    items.insert(0, sidecar(opts));
+    items.insert(0, capture_init(opts));
+    set_label(metadata, what)?;
     Ok(Outcome::Injected)
+}
+
+/// The capture-init container: `podns capture-init` from the capture image, which has the
+/// iptables tools. It runs as root because Kubernetes gives the capabilities a container adds
+/// to a non-root process only in its bounding set, not its effective one: iptables would get
+/// "Permission denied". It needs NET_ADMIN for the nat table (NET_RAW for the legacy iptables
+/// backend), nothing else, and exits in milliseconds, before the application starts.
+pub fn capture_init(opts: &Options) -> Node {
+    let args = vec![
+        Node::str("capture-init"),
+        Node::str(format!("--port={CAPTURE_PORT}")),
+        Node::str(format!("--uid={CAPTURE_UID}")),
+        Node::str(format!("--ipv6={}", if opts.capture_ipv6 { "on" } else { "off" })),
+    ];
+    Node::map([
+        ("name", Node::str(CAPTURE_INIT_NAME)),
+        ("image", Node::str(opts.capture_image.clone())),
+        ("args", Node::Seq(args)),
+        (
+            "resources",
+            Node::map([
+                ("requests", Node::map([("cpu", Node::str("10m")), ("memory", Node::str("16Mi"))])),
+                ("limits", Node::map([("cpu", Node::str("100m")), ("memory", Node::str("64Mi"))])),
+            ]),
+        ),
+        (
+            "securityContext",
+            Node::map([
+                ("runAsNonRoot", Node::raw("false")),
+                ("runAsUser", Node::raw("0")),
+                ("runAsGroup", Node::raw("0")),
+                ("allowPrivilegeEscalation", Node::raw("false")),
+                ("readOnlyRootFilesystem", Node::raw("true")),
+                (
+                    "capabilities",
+                    Node::map([
+                        ("add", Node::Seq(vec![Node::str("NET_ADMIN"), Node::str("NET_RAW")])),
+                        ("drop", Node::Seq(vec![Node::str("ALL")])),
+                    ]),
+                ),
+                ("seccompProfile", Node::map([("type", Node::str("RuntimeDefault"))])),
+            ]),
+        ),
+    ])
 }
 
 fn has_sidecar(spec: &Node) -> bool {
@@ -208,9 +307,18 @@ fn upstream_arg(addr: &SocketAddr) -> String {
 /// Kubernetes ≥ 1.29), started and probed ready before the next init container and the
 /// application containers start, and stopped after them.
 pub fn sidecar(opts: &Options) -> Node {
+    let capture = opts.mode == Mode::Capture;
     let mut args: Vec<Node> =
         opts.upstream.iter().map(|u| Node::str(format!("--upstream={}", upstream_arg(u)))).collect();
+    if capture {
+        // No --upstream needed: podns reads cluster DNS from the pod's unchanged resolv.conf.
+        args.push(Node::str(format!("--listen=127.0.0.1:{CAPTURE_PORT}")));
+        if opts.capture_ipv6 {
+            args.push(Node::str(format!("--listen=[::1]:{CAPTURE_PORT}")));
+        }
+    }
     args.push(Node::str(format!("--cluster-domain={}", opts.cluster_domain)));
+    let (dns_port, uid) = if capture { (CAPTURE_PORT, CAPTURE_UID) } else { (53, UID) };
     let port = |name: &str, number: u16, proto: &str| {
         Node::map([
             ("name", Node::str(name)),
@@ -233,8 +341,8 @@ pub fn sidecar(opts: &Options) -> Node {
         (
             "ports",
             Node::Seq(vec![
-                port("podns-dns", 53, "UDP"),
-                port("podns-dns-tcp", 53, "TCP"),
+                port("podns-dns", dns_port, "UDP"),
+                port("podns-dns-tcp", dns_port, "TCP"),
                 port("podns-metrics", METRICS_PORT, "TCP"),
             ]),
         ),
@@ -254,8 +362,8 @@ pub fn sidecar(opts: &Options) -> Node {
             "securityContext",
             Node::map([
                 ("runAsNonRoot", Node::raw("true")),
-                ("runAsUser", Node::raw(UID.to_string())),
-                ("runAsGroup", Node::raw(UID.to_string())),
+                ("runAsUser", Node::raw(uid.to_string())),
+                ("runAsGroup", Node::raw(uid.to_string())),
                 ("allowPrivilegeEscalation", Node::raw("false")),
                 ("readOnlyRootFilesystem", Node::raw("true")),
                 ("capabilities", Node::map([("drop", Node::Seq(vec![Node::str("ALL")]))])),

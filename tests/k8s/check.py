@@ -236,6 +236,30 @@ def check_dockerfile(r: Results) -> None:
         problems.append(f"USER {uid} differs from the UID podns inject runs the sidecar as ({sidecar_uid.group(1)})")
     r.check("Dockerfile rules", problems, f"{len(froms)} stages, final {final}, USER {users[-1] if users else '?'}")
 
+    # The capture-init target (podns inject --mode capture derives its image from this one).
+    problems = []
+    stage_of = [i for i, l in enumerate(froms) if re.search(r"\bAS\s+capture-init\s*$", l, re.I)]
+    if not stage_of:
+        problems.append("no `FROM ... AS capture-init` stage (docker build --target capture-init)")
+    else:
+        i = stage_of[0]
+        if i == len(froms) - 1:
+            problems.append("capture-init is the final stage: a build without --target must give the scratch image")
+        start = lines.index(froms[i])
+        end = lines.index(froms[i + 1]) if i + 1 < len(froms) else len(lines)
+        stage = lines[start:end]
+        runs = " ".join(l for l in stage if l.upper().startswith("RUN "))
+        if not re.search(r"(apt-get|apk) .*\biptables\b", runs):
+            problems.append("capture-init does not install iptables")
+        if "iptables-nft" not in runs:
+            problems.append("capture-init does not select the nft backend of iptables")
+        if not any(re.match(r"COPY\s+--from=build\s+/out/podns\s", l) for l in stage):
+            problems.append("capture-init does not copy the podns binary of the build stage")
+        entry = [l for l in stage if l.upper().startswith("ENTRYPOINT [")]
+        if not entry or "podns" not in entry[-1]:
+            problems.append("capture-init has no exec-form ENTRYPOINT running podns")
+    r.check("Dockerfile capture-init target", problems)
+
     ignore = ROOT / ".dockerignore"
     problems = []
     if not ignore.exists():
@@ -358,7 +382,8 @@ def check_k8s_schemas(r: Results, files: list[Path]) -> None:
 def check_example_semantics(r: Results) -> None:
     """What the schemas cannot say: the sidecar's wiring in the example and golden outputs."""
     problems, pods = [], 0
-    paths = [ROOT / "k8s/example/deployment.yaml"] + sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
+    paths = sorted((ROOT / "k8s/example").glob("*.yaml")) + sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
+    captured = 0
     for path in paths:
         for obj in k8s_objects(path):
             spec = pod_spec(obj)
@@ -367,8 +392,14 @@ def check_example_semantics(r: Results) -> None:
             pods += 1
             where = f"{path.relative_to(ROOT)}: {obj['kind']} {obj['metadata'].get('name')}"
             init = spec.get("initContainers") or []
+            capture = bool(init) and init[0].get("name") == "podns-capture-init"
+            if capture:
+                captured += 1
+                problems += capture_problems(where, spec)
+                init = init[1:]
             if not init or init[0].get("name") != "podns":
-                problems.append(f"{where}: podns is not the first init container")
+                problems.append(f"{where}: podns is not the first init container"
+                                + (" after podns-capture-init" if capture else ""))
                 continue
             c = init[0]
             if c.get("restartPolicy") != "Always":
@@ -386,17 +417,56 @@ def check_example_semantics(r: Results) -> None:
             if not (sc.get("runAsNonRoot") and sc.get("allowPrivilegeEscalation") is False
                     and "ALL" in ((sc.get("capabilities") or {}).get("drop") or [])):
                 problems.append(f"{where}: podns runs with more privileges than DNS needs")
-            if spec.get("dnsPolicy") != "None" or (spec.get("dnsConfig") or {}).get("nameservers", [None])[0] != "127.0.0.1":
+            if capture:
+                pass  # the pod's own DNS settings stay; capture_problems checked the redirection
+            elif spec.get("dnsPolicy") != "None" or (spec.get("dnsConfig") or {}).get("nameservers", [None])[0] != "127.0.0.1":
                 problems.append(f"{where}: DNS does not point at 127.0.0.1 with dnsPolicy: None")
             sysctls = {s["name"]: s["value"] for s in (spec.get("securityContext") or {}).get("sysctls") or []}
-            if int(sysctls.get("net.ipv4.ip_unprivileged_port_start", "1024")) > 53:
+            if not capture and int(sysctls.get("net.ipv4.ip_unprivileged_port_start", "1024")) > 53:
                 problems.append(f"{where}: no net.ipv4.ip_unprivileged_port_start <= 53 sysctl")
             names = [p.get("name") for ctr in init + (spec.get("containers") or []) for p in ctr.get("ports") or [] if p.get("name")]
             if len(names) != len(set(names)):
                 problems.append(f"{where}: duplicate port names {names}")
             if any(len(n) > 15 for n in names):
                 problems.append(f"{where}: port names longer than 15 characters")
-    r.check("sidecar wiring (example and golden outputs)", problems, f"{pods} pod specs")
+    if captured < 3:
+        problems.append(f"only {captured} capture-mode pod specs (the capture example and goldens are missing)")
+    r.check("sidecar wiring (examples and golden outputs)", problems, f"{pods} pod specs, {captured} in capture mode")
+
+
+def capture_problems(where: str, spec: dict) -> list[str]:
+    """Capture mode: the init container installs rules that exempt the sidecar's UID and redirect
+    to the port the sidecar listens on, with no more privilege than iptables needs; the sidecar
+    then runs as that UID, not root, and reads its upstream from the pod's resolv.conf."""
+    problems = []
+    init = spec.get("initContainers") or []
+    cap = init[0]
+    side = init[1] if len(init) > 1 else {}
+    args = cap.get("args") or []
+    flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    if not args or args[0] != "capture-init":
+        problems.append(f"{where}: podns-capture-init does not run `capture-init`")
+    if cap.get("restartPolicy"):
+        problems.append(f"{where}: podns-capture-init must run to completion (no restartPolicy)")
+    sc = cap.get("securityContext") or {}
+    caps = sc.get("capabilities") or {}
+    if set(caps.get("add") or []) - {"NET_ADMIN", "NET_RAW"} or "NET_ADMIN" not in (caps.get("add") or []):
+        problems.append(f"{where}: podns-capture-init adds capabilities {caps.get('add')}, want NET_ADMIN (+ NET_RAW)")
+    if "ALL" not in (caps.get("drop") or []) or sc.get("allowPrivilegeEscalation") is not False or sc.get("privileged"):
+        problems.append(f"{where}: podns-capture-init keeps more privilege than iptables needs")
+    side_sc = side.get("securityContext") or {}
+    uid = side_sc.get("runAsUser")
+    if uid in (None, 0) or str(uid) != flags.get("uid"):
+        problems.append(f"{where}: capture-init exempts UID {flags.get('uid')}, the sidecar runs as {uid}")
+    listens = [a.split("=", 1)[1] for a in side.get("args") or [] if a.startswith("--listen=")]
+    port = flags.get("port")
+    if f"127.0.0.1:{port}" not in listens:
+        problems.append(f"{where}: capture-init redirects to port {port}, podns listens on {listens}")
+    if flags.get("ipv6") != "off" and f"[::1]:{port}" not in listens:
+        problems.append(f"{where}: IPv6 rules (--ipv6={flags.get('ipv6')}) but podns does not listen on [::1]:{port}")
+    if spec.get("hostNetwork"):
+        problems.append(f"{where}: capture mode on a hostNetwork pod would redirect the node's DNS")
+    return problems
 
 
 def pod_spec(obj: dict) -> dict | None:
