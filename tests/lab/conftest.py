@@ -16,7 +16,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     report = lab.LAST_REPORT.get("report")
     if not report:
         return
-    terminalreporter.section("pod lab: before (cluster DNS) / after (podns in the pod)")
+    terminalreporter.section("pod lab: before (cluster DNS) / after (podns in the pod) / "
+                             "capture (cluster DNS in resolv.conf, redirected to podns)")
     terminalreporter.write_line(lab.format_table(report))
     terminalreporter.write_line("report: %s  (lab run %.1f s)"
                                 % (lab.LAST_REPORT.get("path"), report["duration_s"]))

@@ -7,8 +7,14 @@ One *lab* is a pair of network namespaces joined by a veth pair:
 with the pod's own /etc/netns/<pod>/resolv.conf (what `ip netns exec` bind-mounts
 over /etc/resolv.conf).  Every (phase, client) pair gets its own lab, so the
 labs can run in parallel without disturbing each other's query counts, and
-every lookup in the "after" phase meets a freshly started podns (so a case's
-query count never depends on what an earlier case left in a cache).
+every lookup in the "after" and "capture" phases meets a freshly started podns
+(so a case's query count never depends on what an earlier case left in a cache).
+
+Phases: "before" (resolv.conf names the cluster DNS, no podns), "after" (resolv.conf
+names podns on 127.0.0.1:53), "capture" (resolv.conf names the cluster DNS as in
+"before"; `podns capture-init` installs real nat rules in the pod that redirect
+port-53 traffic to podns on 127.0.0.1:15053 / [::1]:15053, and podns runs as a
+non-root UID whose own queries the rules exempt; a subset of the cases).
 
 Namespace names carry the harness PID (`podnslab-<pid>-...`), so concurrent
 runs never collide; a later run removes namespaces whose owning PID is gone.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import ctypes
 import importlib.util
 import json
 import os
@@ -56,9 +63,28 @@ READY_TRIES = 200
 READY_INTERVAL_S = 0.05
 
 CLIENTS = ["glibc", "musl", "cares", "hickory", "dig"]
-PHASES = ["before", "after"]
+PHASES = ["before", "after", "capture"]
+
+# Capture mode: the local port podns listens on, and the UID it runs as (the UID the
+# capture rules exempt; the clients run as root).
+CAPTURE_PORT = 15053
+CAPTURE_UID = 1337
+# The cases of the capture phase: a cluster name, search collapse, TCP (an answer over 512
+# bytes), a missing name and the AAAA SERVFAIL fix; enough to show podns's behaviour
+# reaches clients that never heard of it, at a small cost in lab time.
+CAPTURE_CASES = ["k8s-default", "ext-1dot", "ext-big", "ext-missing", "aaaa-servfail-cluster",
+                 "aaaa-servfail-external", "aaaa-servfail-missing"]
+# Extra lookups of the capture lab of the dig client, with dig's own server choice: TCP
+# over IPv4 to the cluster DNS, and UDP and TCP to [::1]:53 (the ip6tables rules).
+CAPTURE_EXTRAS = [
+    ("ipv4-tcp", [DNS_IP, "+tcp"]),
+    ("ipv6-udp", ["::1", "+notcp"]),
+    ("ipv6-tcp", ["::1", "+tcp"]),
+]
+CAPTURE_EXTRA_NAME = "kubernetes.default.svc.cluster.local"
 
 LAST_REPORT: dict = {}  # the last run_all() result, for the pytest summary
+LAB_INFO: dict = {}  # (phase, client) -> what a lab observed beyond its rows (capture rules)
 ABORT = threading.Event()  # set on SIGTERM/SIGINT: labs stop creating things
 
 
@@ -227,6 +253,42 @@ class LineReader:
                 if left <= 0:
                     return None
                 self.cond.wait(left)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def netns_http_get(ns, url, timeout=2.0):
+    """GET url from inside network namespace ns: (status, body), status None when it could not
+    connect. A thread of its own enters the namespace (setns(2) changes the calling thread
+    only), so this costs no process start."""
+    import urllib.error
+    import urllib.request
+
+    out = {}
+
+    def target():
+        try:
+            with open(os.path.join("/run/netns", ns)) as f:
+                if _LIBC.setns(f.fileno(), _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns(%s)" % ns)
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    out["value"] = (resp.status, resp.read().decode())
+            except urllib.error.HTTPError as e:
+                out["value"] = (e.code, e.read().decode(errors="replace"))
+            except (urllib.error.URLError, OSError) as e:
+                out["value"] = (None, repr(e))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout + 5)
+    if "error" in out:
+        raise LabError("GET %s in %s: %r" % (url, ns, out["error"]))
+    return out.get("value", (None, "no answer within %.0f s" % (timeout + 5)))
 
 
 def _stop(proc: subprocess.Popen, grace=3.0):
@@ -493,13 +555,25 @@ class Lab:
 
     # -- podns -------------------------------------------------------------
 
-    def start_podns(self, podns_bin, extra_args=()):
+    def start_podns(self, podns_bin, extra_args=(), capture=False):
         if self.podns_log is None:
             self.podns_log = open(os.path.join(self.logdir, "%s.podns.log" % self.tag), "w")
-        argv = ["ip", "netns", "exec", self.pod, podns_bin,
-                "--listen", "127.0.0.1:53", "--upstream", DNS_IP,
-                "--metrics-listen", "127.0.0.1:9153", "--drain-grace", "0s", *extra_args]
-        self.podns_log.write("### %s\n" % " ".join(argv[4:]))
+        if capture:
+            # What the capture-mode sidecar runs: no --upstream (the nameserver of the pod's
+            # resolv.conf, the cluster DNS), as a non-root UID.  --socket-rotate 1h keeps every
+            # upstream socket of the lookup open until podns_observe() lists them, so each
+            # query at the cluster DNS can be traced to a podns socket.
+            argv = ["ip", "netns", "exec", self.pod,
+                    "setpriv", "--reuid=%d" % CAPTURE_UID, "--regid=%d" % CAPTURE_UID,
+                    "--clear-groups", podns_bin,
+                    "--listen", "127.0.0.1:%d" % CAPTURE_PORT, "--listen", "[::1]:%d" % CAPTURE_PORT,
+                    "--metrics-listen", "127.0.0.1:9153", "--drain-grace", "0s",
+                    "--socket-rotate", "1h", *extra_args]
+        else:
+            argv = ["ip", "netns", "exec", self.pod, podns_bin,
+                    "--listen", "127.0.0.1:53", "--upstream", DNS_IP,
+                    "--metrics-listen", "127.0.0.1:9153", "--drain-grace", "0s", *extra_args]
+        self.podns_log.write("### %s\n" % " ".join(argv[argv.index(podns_bin):]))
         self.podns_log.flush()
         proc = self.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         reader = LineReader(proc.stderr, self.podns_log)
@@ -508,15 +582,79 @@ class Lab:
             raise LabError("podns did not log `listening proto=udp` within %.0f s (exit %s); "
                            "stderr: %s" % (PODNS_START_TIMEOUT_S, rc,
                                            " | ".join(reader.lines[-10:])))
-        rc, out, _err, _ = self.run(
-            ["ip", "netns", "exec", self.pod, sys.executable,
-             os.path.join(HERE, "nshelper.py"), "http-wait", "http://127.0.0.1:9153/ready",
-             str(READY_TRIES), str(READY_INTERVAL_S)], 60)
-        if rc != 0:
+        last = None
+        for i in range(READY_TRIES):  # a bounded poll: /ready has no event to wait for
+            self._check_open()
+            status, body = netns_http_get(self.pod, "http://127.0.0.1:9153/ready", 1.0)
+            if status == 200:
+                break
+            last = "%s %s" % (status, body.strip()[:200])
+            if i + 1 < READY_TRIES:
+                time.sleep(READY_INTERVAL_S)
+        else:
             code = _stop(proc)
             raise LabError("podns never became ready (/ready): %s; exit %s; stderr: %s"
-                           % (out.strip(), code, " | ".join(reader.lines[-10:])))
+                           % (last, code, " | ".join(reader.lines[-10:])))
         return proc
+
+    def podns_observe(self, proc):
+        """While podns runs: its counters (sums over labels) and the local ports of its
+        sockets (UDP and TCP)."""
+        status, out = netns_http_get(self.pod, "http://127.0.0.1:9153/metrics")
+        if status != 200:
+            raise LabError("GET /metrics: %s %s" % (status, out.strip()[-300:]))
+        samples = parse_metrics(out)
+        return {"requests": metric_sum(samples, "podns_requests_total"),
+                "requests_by": {"%s/%s" % (f, p): metric_sum(samples, "podns_requests_total",
+                                                             family=f, proto=p)
+                                for f in ("ipv4", "ipv6") for p in ("udp", "tcp")},
+                "upstream_requests": metric_sum(samples, "podns_upstream_requests_total"),
+                "ports": sorted(socket_ports(proc.pid))}
+
+    # -- capture mode ------------------------------------------------------
+
+    def capture_init(self, podns_bin):
+        """Runs `podns capture-init` as root in the pod, twice (a restarted init container
+        must leave the same rules); returns each run with the nat tables after it."""
+        runs = []
+        for _ in range(2):
+            argv = ["ip", "netns", "exec", self.pod, podns_bin, "capture-init",
+                    "--port", str(CAPTURE_PORT), "--uid", str(CAPTURE_UID), "--ipv6", "on"]
+            rc, out, err, ms = self.run(argv, 30)
+            if rc != 0:
+                raise LabError("podns capture-init failed (exit %s): %s" % (rc, err.strip()))
+            runs.append({"rc": rc, "stdout": out, "stderr": err, "ms": round(ms, 1),
+                         "nat4": self.nat_table("iptables-save"),
+                         "nat6": self.nat_table("ip6tables-save")})
+        return runs
+
+    def nat_table(self, tool, counters=False):
+        """The rule lines of the pod's nat table (with [packets:bytes] when counters)."""
+        rc, out, err, _ = self.run(["ip", "netns", "exec", self.pod, tool, "-t", "nat",
+                                    *(["-c"] if counters else [])], 30)
+        if rc != 0:
+            raise LabError("%s failed: %s" % (tool, err.strip()))
+        return [ln for ln in out.splitlines() if ln.startswith(("-A", "["))]
+
+    def capture_extras(self, podns_bin, podns_args):
+        """dig with an explicit server: TCP to the cluster DNS, UDP and TCP to [::1]:53.
+        Nothing listens on port 53 in the pod, so an answer means the rules redirected it."""
+        podns = self.start_podns(podns_bin, podns_args, capture=True)
+        out = {}
+        try:
+            for label, (server, transport) in CAPTURE_EXTRAS:
+                argv = ["dig", "@" + server, transport, "+tries=1", "+time=2",
+                        CAPTURE_EXTRA_NAME, "A"]
+                rc, text, _err, ms = self.run(["ip", "netns", "exec", self.pod, *argv],
+                                              CLIENT_TIMEOUT_S)
+                res = parse_dig(text, rc if rc is not None else -1)
+                res["wall_ms"] = round(ms, 1)
+                out[label] = res
+            out["podns"] = self.podns_observe(podns)
+        finally:
+            alive, rc = self.stop_podns(podns)
+        out["podns_alive"], out["podns_exit"] = alive, rc
+        return out
 
     def stop_podns(self, proc):
         alive = proc.poll() is None
@@ -546,6 +684,68 @@ class Lab:
         if err.strip():
             res["stderr"] = err.strip()[-500:]
         return res
+
+
+def parse_metrics(text):
+    """Prometheus text: [(name, {label: value}, value)]."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        try:
+            out.append((m.group(1), labels, float(m.group(3))))
+        except ValueError:
+            pass
+    return out
+
+
+def metric_sum(samples, name, **labels):
+    return sum(v for (n, ls, v) in samples
+               if n == name and all(ls.get(k) == want for k, want in labels.items()))
+
+
+def socket_ports(pid):
+    """Local ports of the UDP and TCP sockets a process holds open: the socket inodes of its
+    file descriptors, looked up in /proc/<pid>/net/{udp,tcp}{,6} (its network namespace's
+    tables)."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:  # closed meanwhile
+            continue
+        m = re.match(r"socket:\[(\d+)\]$", link)
+        if m:
+            inodes.add(m.group(1))
+    ports = set()
+    for table in ("udp", "tcp", "udp6", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as f:
+            next(f)  # header
+            for line in f:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def rule_packets(lines):
+    """Packets counted by the capture chain's rules in `iptables-save -c` lines:
+    {"return": n, "udp": n, "tcp": n}.  (nat rules see the first packet of a flow.)"""
+    out = {}
+    for line in lines:
+        m = re.match(r"^\[(\d+):\d+\] -A PODNS_OUTPUT (.*)$", line)
+        if not m:
+            continue
+        rule = m.group(2)
+        key = ("return" if "-j RETURN" in rule else
+               "udp" if "-p udp" in rule else "tcp" if "-p tcp" in rule else rule)
+        out[key] = out.get(key, 0) + int(m.group(1))
+    return out
 
 
 def client_argv(client, name):
@@ -701,14 +901,20 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
     tag = "%s-%s" % (phase[0], client)
     lab = Lab(tag, logdir)
     rows = []
+    info = {}
+    if phase == "capture":
+        cases = [c for c in cases if c.id in CAPTURE_CASES]
     try:
-        if phase == "after" and not (podns_bin and os.access(podns_bin, os.X_OK)):
+        if phase in ("after", "capture") and not (podns_bin and os.access(podns_bin, os.X_OK)):
             raise LabError("podns binary %r is missing or not executable (set PODNS_BIN or "
                            "run `cargo build --release`)" % podns_bin)
-        missing = missing_clients().get(client)
+        missing = missing_clients().get(client) or (phase == "capture" and missing_capture_tools())
         if missing:
             raise LabError("client %s unavailable: %s" % (client, missing))
         lab.setup()
+        if phase == "capture":
+            # The pod's init container: the rules go in before podns starts, as in Kubernetes.
+            info["capture_init"] = lab.capture_init(podns_bin)
         for case in cases:
             if ABORT.is_set():
                 raise LabError("aborted")
@@ -720,11 +926,18 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
                     lab.write_resolv_conf("127.0.0.1", case.resolv_options)
                     lab.set_rules([])  # podns must see a healthy upstream to become ready
                     podns = lab.start_podns(podns_bin, podns_args)
+                elif phase == "capture":
+                    # kubelet's resolv.conf, untouched: podns takes its upstream from it
+                    lab.write_resolv_conf(DNS_IP, case.resolv_options)
+                    lab.set_rules([])
+                    podns = lab.start_podns(podns_bin, podns_args, capture=True)
                 else:
                     lab.write_resolv_conf(DNS_IP, case.resolv_options)
                 lab.set_rules(case.rules)
                 lab.take_log()
                 row.update(lab.run_client(client, case.name))
+                if phase == "capture":
+                    row["podns"] = lab.podns_observe(podns)
                 if podns is not None:
                     alive, rc = lab.stop_podns(podns)
                     row["podns_alive"] = alive
@@ -739,9 +952,15 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
             lab.set_rules([])
             row["queries"] = len(log)
             row["query_log"] = [{k: q.get(k) for k in ("proto", "name", "type", "action",
-                                                          "rcode", "tc")} for q in log]
+                                                          "rcode", "tc", "src")} for q in log]
             rows.append(row)
+        if phase == "capture":
+            if client == "dig":
+                info["extras"] = lab.capture_extras(podns_bin, podns_args)
+            info["counters4"] = lab.nat_table("iptables-save", counters=True)
+            info["counters6"] = lab.nat_table("ip6tables-save", counters=True)
     except LabError as e:
+        info["error"] = str(e)
         done = {r["case"] for r in rows}
         for case in cases:
             if case.id not in done:
@@ -752,7 +971,18 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
                              "queries": None, "query_log": []})
     finally:
         lab.teardown()
+        if info:
+            LAB_INFO[(phase, client)] = info
     return rows
+
+
+def missing_capture_tools():
+    """What the capture phase needs beyond the clients, or None."""
+    for tool, package in [("iptables-restore", "iptables"), ("ip6tables-save", "iptables"),
+                          ("setpriv", "util-linux")]:
+        if shutil.which(tool) is None:
+            return "%s missing (Debian package %s)" % (tool, package)
+    return None
 
 
 def run_all(phases=PHASES, clients=CLIENTS, cases=CASES, podns_bin=None, podns_args=(),
@@ -785,6 +1015,7 @@ def run_all(phases=PHASES, clients=CLIENTS, cases=CASES, podns_bin=None, podns_a
             "podns_version": _first_line([podns_bin, "--version"]) if podns_bin else None,
             "environment": environment(),
             "clients": list(clients), "phases": list(phases),
+            "labs": {"%s/%s" % job: LAB_INFO[job] for job in jobs if job in LAB_INFO},
             "cases": [{"id": c.id, "name": c.name, "kind": c.kind, "rules": c.rules,
                        "resolv_options": c.resolv_options, "note": c.note,
                        "truth": sorted(truth(c.fqdn))} for c in cases],
@@ -817,13 +1048,13 @@ def _cell(row):
 def format_table(report):
     rows = report["rows"]
     idx = {(r["phase"], r["client"], r["case"]): r for r in rows}
-    header = ["case", "name", "client", "before", "after"]
+    phases = [p for p in PHASES if p in report["phases"]]
+    header = ["case", "name", "client", *phases]
     lines = []
     for c in report["cases"]:
         for client in report["clients"]:
             lines.append([c["id"], c["name"], client,
-                          _cell(idx.get(("before", client, c["id"]))),
-                          _cell(idx.get(("after", client, c["id"])))])
+                          *(_cell(idx.get((p, client, c["id"]))) for p in phases)])
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
     fmt = "  ".join("%%-%ds" % w for w in widths)
     out = [fmt % tuple(header), fmt % tuple("-" * w for w in widths)]
@@ -867,11 +1098,13 @@ def write_report(report, path=None):
 
 
 def main(argv):
-    """python3 lab.py [before|after|both] [client...]: run and print the table."""
+    """python3 lab.py [before|after|capture|both|all] [client...]: run and print the table
+    (both: before and after; all, the default: the three phases)."""
     install_signal_handlers()
     phases = PHASES
-    if len(argv) > 1 and argv[1] in ("before", "after", "both"):
-        phases = PHASES if argv[1] == "both" else [argv[1]]
+    named = {"all": PHASES, "both": ["before", "after"]}
+    if len(argv) > 1 and argv[1] in ("before", "after", "capture", "both", "all"):
+        phases = named.get(argv[1], [argv[1]])
         argv = argv[1:]
     clients = argv[1:] or CLIENTS
     podns_bin = os.environ.get("PODNS_BIN", os.path.join(REPO, "target", "release", "podns"))

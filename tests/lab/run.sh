@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Pod lab for podns (issue 3): a pod and its cluster DNS in two network
 # namespaces, real stub resolvers (glibc, musl, c-ares, hickory, dig) resolving
-# directly ("before") and through podns in the pod ("after").
+# directly ("before"), through podns in the pod ("after"), and through podns in
+# capture mode ("capture": nat rules of `podns capture-init` redirect port 53).
 #
 # Usage (as root, from anywhere):  tests/lab/run.sh [extra pytest args]
 #   PODNS_BIN=path   podns binary for the after run (default: target/release/podns)
-#   PODNS_ARGS="..." extra podns flags for the after run
-#   LAB_PARALLEL=N   labs run at once (default: all 10)
+#   PODNS_ARGS="..." extra podns flags for the after and capture runs
+#   LAB_PARALLEL=N   labs run at once (default: all 15)
 # Writes target/lab/report.json (+ report.txt), logs in target/lab/logs/.
 #
 # This script installs nothing. It needs (CI installs them):
-#   Debian: iproute2 gcc musl-tools bind9-dnsutils python3 (and cargo/rustc: the
+#   Debian: iproute2 gcc musl-tools bind9-dnsutils iptables util-linux python3 (and cargo/rustc: the
 #           machine's Rust toolchain, for the hickory client)
 #   pip:    dnspython pycares pytest      (pycares >= 5)
 set -euo pipefail
@@ -32,6 +33,8 @@ need ip iproute2
 need gcc gcc
 need musl-gcc musl-tools
 need dig bind9-dnsutils
+need iptables-restore iptables
+need setpriv util-linux
 need "$PYTHON" python3
 command -v cargo >/dev/null 2>&1 || missing+=("cargo (the Rust toolchain)")
 if command -v "$PYTHON" >/dev/null 2>&1; then
