@@ -73,8 +73,13 @@ async fn read_prefix(r: &mut OwnedReadHalf, idle: Duration, busy: &AtomicUsize) 
 }
 
 async fn write_frame(w: &Mutex<OwnedWriteHalf>, msg: &[u8]) -> std::io::Result<()> {
+    // The length prefix is 16 bits: a longer message cannot be framed (and no reply podns
+    // composes is allowed to be one).
+    let Ok(len) = u16::try_from(msg.len()) else {
+        return Err(std::io::ErrorKind::InvalidData.into());
+    };
     let mut frame = Vec::with_capacity(msg.len() + 2);
-    frame.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(msg);
     w.lock().await.write_all(&frame).await
 }

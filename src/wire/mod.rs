@@ -75,6 +75,8 @@ pub enum WireError {
     DuplicateOpt,
     #[error("OPT record with a non-root owner")]
     BadOpt,
+    #[error("message longer than 65535 octets")]
+    TooLong,
 }
 
 /// Reads a big-endian u16 at `at`.

@@ -84,7 +84,8 @@ pub fn for_each_label(msg: &[u8], mut at: usize, mut f: impl FnMut(&[u8])) -> Re
                 }
                 let label = msg.get(at + 1..at + 1 + b as usize).ok_or(WireError::Short)?;
                 total += b as usize + 1;
-                if total > MAX_NAME {
+                // The root octet that ends the name counts too.
+                if total + 1 > MAX_NAME {
                     return Err(WireError::NameTooLong);
                 }
                 f(label);
@@ -224,6 +225,19 @@ mod tests {
         let mut got = Vec::new();
         for_each_label(msg, 3, |l| got.push(l.to_vec())).unwrap();
         assert_eq!(got, vec![b"b".to_vec(), b"a".to_vec()]);
+        // 255 octets of labels plus the root is one too many.
+        let mut long = vec![2u8, b'x', b'x'];
+        for _ in 0..4 {
+            long.push(62);
+            long.extend(std::iter::repeat_n(b'a', 62));
+        }
+        long.push(0);
+        assert_eq!(long.len(), 256);
+        assert_eq!(for_each_label(&long, 0, |_| ()), Err(WireError::NameTooLong));
+        assert_eq!(for_each_label(&long[3..], 0, |_| ()), Ok(()), "253 octets fit");
+        long[0] = 1;
+        long.remove(1);
+        assert_eq!(for_each_label(&long, 0, |_| ()), Ok(()), "255 octets fit");
         // A pointer to itself loops.
         assert_eq!(for_each_label(b"\xc0\x00", 0, |_| ()), Err(WireError::BadPointer));
     }

@@ -127,15 +127,28 @@ pub fn truncated_reply(
 
 /// Removes the OPT record `opt` from `reply` in place (for a client that sent none: RFC 6891 §7
 /// forbids an OPT in the response then, and some servers add one anyway on reused TCP
-/// connections).
+/// connections). Additional records after the OPT go too: moving them would break compression
+/// pointers into them, and additional data is optional.
 pub fn strip_opt(reply: &mut bytes::BytesMut, header: &mut Header, opt: &Opt) {
-    if opt.end > reply.len() || header.arcount == 0 {
+    if opt.end > reply.len() || opt.start < HEADER_LEN || header.arcount == 0 {
         return;
     }
-    let tail = reply.len() - opt.end;
-    reply.copy_within(opt.end.., opt.start);
-    reply.truncate(opt.start + tail);
-    header.arcount -= 1;
+    let mut before = 0u16;
+    let mut q_end = None;
+    if let Ok(q) = super::parse_question(reply) {
+        q_end = Some(q.end);
+        for r in super::Records::new(reply, header, q.end).flatten() {
+            if r.start >= opt.start {
+                break;
+            }
+            before += (r.section == super::Section::Additional) as u16;
+        }
+    }
+    if q_end.is_none() {
+        return;
+    }
+    reply.truncate(opt.start);
+    header.arcount = before;
     reply[10..12].copy_from_slice(&header.arcount.to_be_bytes());
 }
 
@@ -262,6 +275,29 @@ mod tests {
         assert_eq!(b.len(), qq.end);
         assert_eq!(Header::parse(&b).unwrap().arcount, 0);
         assert_eq!(find_opt(&b, &h, qq.end), Ok(None));
+    }
+
+    #[test]
+    fn strip_opt_drops_what_follows_it_and_keeps_what_precedes() {
+        // Additional: A (owner www), OPT, AAAA whose owner points at the A record's owner.
+        let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 3];
+        m.extend_from_slice(b"\x03www\x00\x00\x01\x00\x01");
+        let a_at = m.len();
+        m.extend_from_slice(b"\x02ns\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x00\x00\x01");
+        m.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&[0xc0, a_at as u8, 0, 28, 0, 1, 0, 0, 0, 60, 0, 16]);
+        m.extend_from_slice(&[0u8; 16]);
+        let mut h = Header::parse(&m).unwrap();
+        let q = parse_question(&m).unwrap();
+        let opt = find_opt(&m, &h, q.end).unwrap().unwrap();
+        let mut b = bytes::BytesMut::from(&m[..]);
+        strip_opt(&mut b, &mut h, &opt);
+        assert_eq!(h.arcount, 1);
+        assert_eq!(Header::parse(&b).unwrap().arcount, 1);
+        let rs: Vec<_> = crate::wire::Records::new(&b, &h, q.end).collect::<Result<_, _>>().unwrap();
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].rtype, rtype::A);
+        assert_eq!(rs[0].end(), b.len());
     }
 
     #[test]

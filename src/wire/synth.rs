@@ -100,6 +100,10 @@ pub fn cname_reply(
     if let Some(o) = query_opt {
         write_opt(out, OUR_UDP_SIZE, 0, o.dnssec_ok);
     }
+    // Expanded names can make the composed answer longer than any DNS message may be.
+    if out.len() > super::MAX_MESSAGE {
+        return Err(WireError::TooLong);
+    }
     Ok(())
 }
 
