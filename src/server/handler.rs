@@ -163,9 +163,11 @@ impl Handler {
         let opt = if header.arcount > 0 { find_opt(reply, &header, rq.end).ok().flatten() } else { None };
         match (q.opt, opt) {
             (None, Some(o)) => strip_opt(reply, &mut header, &o),
+            // A reply whose additional count is already at the maximum cannot take an OPT (and
+            // cannot be a real reply: find_opt walked it without finding one).
             (Some(co), None) => {
+                header.arcount = header.arcount.checked_add(1)?;
                 write_opt(reply, OUR_UDP_SIZE, 0, co.dnssec_ok);
-                header.arcount += 1;
                 reply[10..12].copy_from_slice(&header.arcount.to_be_bytes());
             }
             _ => {}
