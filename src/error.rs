@@ -2,13 +2,9 @@
 
 use std::net::SocketAddr;
 
-use crate::wire::WireError;
-
-/// A query from a client that cannot be served as asked.
+/// A client connection that cannot be served (malformed queries are answered, not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("malformed query: {0}")]
-    Malformed(#[from] WireError),
     #[error("TCP message of {0} bytes is below the 12-byte header")]
     ShortFrame(usize),
 }
@@ -53,8 +49,6 @@ pub enum ResolveError {
     Exhausted(UpstreamError),
     #[error("the query budget ran out")]
     Budget,
-    #[error("too many queries in flight")]
-    Overloaded,
 }
 
 /// A failure of podns itself at startup.
