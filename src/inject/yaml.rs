@@ -287,12 +287,14 @@ fn write_map(out: &mut String, entries: &[(Node, Node)], col: usize, mut inline:
             other => write_double_quoted(out, emit(other).trim_end()),
         }
         out.push(':');
-        write_value(out, value, col);
+        write_value(out, value, col, false);
     }
 }
 
-/// Writes the value of a mapping entry whose key starts at `col`; the cursor is after `key:`.
-fn write_value(out: &mut String, value: &Node, col: usize) {
+/// Writes a value after `key:` (a mapping entry whose key starts at `col`) or after `-` (a
+/// sequence item at `col`): scalars and empty collections on the same line; a non-empty mapping
+/// on the next lines, except after `-`, where its first entry shares the dash's line.
+fn write_value(out: &mut String, value: &Node, col: usize, after_dash: bool) {
     match value {
         Node::Scalar(s) if is_empty_plain(s) => out.push('\n'),
         Node::Scalar(s) => {
@@ -303,8 +305,8 @@ fn write_value(out: &mut String, value: &Node, col: usize) {
         Node::Map(entries) if entries.is_empty() => out.push_str(" {}\n"),
         Node::Seq(items) if items.is_empty() => out.push_str(" []\n"),
         Node::Map(entries) => {
-            out.push('\n');
-            write_map(out, entries, col + 2, false);
+            out.push(if after_dash { ' ' } else { '\n' });
+            write_map(out, entries, col + 2, after_dash);
         }
         Node::Seq(items) => {
             out.push('\n');
@@ -317,24 +319,7 @@ fn write_seq(out: &mut String, items: &[Node], col: usize) {
     for item in items {
         indent(out, col);
         out.push('-');
-        match item {
-            Node::Scalar(s) if is_empty_plain(s) => out.push('\n'),
-            Node::Scalar(s) => {
-                out.push(' ');
-                write_scalar(out, s, col + 2, false);
-                out.push('\n');
-            }
-            Node::Map(entries) if entries.is_empty() => out.push_str(" {}\n"),
-            Node::Seq(items) if items.is_empty() => out.push_str(" []\n"),
-            Node::Map(entries) => {
-                out.push(' ');
-                write_map(out, entries, col + 2, true);
-            }
-            Node::Seq(inner) => {
-                out.push('\n');
-                write_seq(out, inner, col + 2);
-            }
-        }
+        write_value(out, item, col, true);
     }
 }
 
