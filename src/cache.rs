@@ -263,37 +263,30 @@ impl Cache {
         &self.cfg
     }
 
-    /// A live entry for `key` and whether it is due for a refresh, counting a hit; a miss is not
-    /// counted here (the full lookup that follows counts it).
+    /// A live entry for `key` and whether it is due for a refresh (in the last tenth of its
+    /// lifetime), counting a hit or a miss.
     pub fn get_fresh(&self, key: &KeyRef<'_>, now: Instant) -> Option<(Arc<Entry>, bool)> {
-        let entry = self.inner.get(key)?;
-        let expires = entry.expires();
-        if now >= expires {
+        let Some(entry) = self.inner.get(key).filter(|e| now < e.expires()) else {
+            self.metrics.misses.increment(1);
             return None;
-        }
+        };
         self.metrics.hits[entry.kind as usize].increment(1);
-        Some((entry.clone(), entry.kind == Kind::Success && (expires - now) * 10 <= entry.ttl))
+        let prefetch = entry.kind == Kind::Success && (entry.expires() - now) * 10 <= entry.ttl;
+        Some((entry, prefetch))
     }
 
-    /// Looks `key` up as of `now`, counting hits and misses (a stale entry counts as a miss
+    /// An expired entry for `key` still within the serve-stale window, without counting anything
+    /// (serving it counts, see [`Cache::served_stale`]).
+    pub fn stale(&self, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
+        self.inner.peek(key).filter(|e| now >= e.expires() && now < e.expires() + self.cfg.serve_stale)
+    }
+
+    /// Looks `key` up as of `now`, counting a hit or a miss (a stale entry counts as a miss
     /// here and as a stale hit if it is served).
     pub fn get(&self, key: &KeyRef<'_>, now: Instant) -> Lookup {
-        let Some(entry) = self.inner.get(key) else {
-            self.metrics.misses.increment(1);
-            return Lookup::Miss;
-        };
-        let expires = entry.expires();
-        if now < expires {
-            self.metrics.hits[entry.kind as usize].increment(1);
-            let left = expires - now;
-            let prefetch = entry.kind == Kind::Success && left * 10 <= entry.ttl;
-            Lookup::Fresh { entry, prefetch }
-        } else if now < expires + self.cfg.serve_stale {
-            self.metrics.misses.increment(1);
-            Lookup::Stale(entry)
-        } else {
-            self.metrics.misses.increment(1);
-            Lookup::Miss
+        match self.get_fresh(key, now) {
+            Some((entry, prefetch)) => Lookup::Fresh { entry, prefetch },
+            None => self.stale(key, now).map_or(Lookup::Miss, Lookup::Stale),
         }
     }
 

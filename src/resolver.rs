@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Key, KeyRef, Kind, Lookup, key_flags};
+use crate::cache::{Cache, Entry, Key, KeyRef, Kind, key_flags};
 use crate::error::ResolveError;
 use crate::metrics::{CacheMetrics, Source};
 use crate::policy::{Admission, ParsedQuery, admit};
@@ -71,8 +71,18 @@ impl Resolver {
         self.cache.as_ref()
     }
 
-    /// Answers the client query `msg` (parsed as `q`; `tcp` when it came over TCP). The query's
-    /// ID is overwritten on the way upstream.
+    /// A live cache entry for `key`, starting a background refresh when it is due.
+    fn fresh(self: &Arc<Self>, key: &KeyRef<'_>, now: Instant) -> Option<Arc<Entry>> {
+        let (entry, prefetch) = self.cache.as_ref()?.get_fresh(key, now)?;
+        if prefetch && entry.claim_prefetch() {
+            self.metrics.prefetch.increment(1);
+            tokio::spawn(self.clone().refresh(key.to_owned()));
+        }
+        Some(entry)
+    }
+
+    /// Answers the query `msg` (parsed as `q`; `tcp` when it came over TCP) from the cache or
+    /// upstream. The query's ID is overwritten on the way upstream.
     pub async fn resolve(
         self: &Arc<Self>,
         msg: &mut [u8],
@@ -80,45 +90,35 @@ impl Resolver {
         tcp: bool,
     ) -> Result<Resolved, ResolveError> {
         let now = Instant::now();
-        let mut stale = None;
-        if let Some(cache) = &self.cache {
-            let key = key_of(msg, q);
-            match cache.get(&key, now) {
-                Lookup::Fresh { entry, prefetch } => {
-                    if prefetch && entry.claim_prefetch() {
-                        self.metrics.prefetch.increment(1);
-                        tokio::spawn(self.clone().refresh(key.to_owned()));
-                    }
-                    return Ok(Resolved { reply: entry.reply_at(now, false), source: Source::Cache });
-                }
-                Lookup::Stale(entry) => stale = Some(entry),
-                Lookup::Miss => {}
-            }
+        if let Some(entry) = self.fresh(&key_of(msg, q), now) {
+            return Ok(Resolved { reply: entry.reply_at(now, false), source: Source::Cache });
         }
+        self.resolve_miss(msg, q, tcp).await
+    }
+
+    /// Like [`Resolver::resolve`] for a query already known to have no live cache entry (client
+    /// queries are looked up once, in admission): upstream, or a stale entry if that fails.
+    pub async fn resolve_miss(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Result<Resolved, ResolveError> {
         match self.coalesced(msg, q, tcp).await {
             Ok(bytes) => Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
-            Err(e) => match (stale, &self.cache) {
-                (Some(entry), Some(cache)) => {
-                    cache.served_stale();
-                    Ok(Resolved { reply: entry.reply_at(Instant::now(), true), source: Source::Stale })
-                }
-                _ => Err(e),
-            },
+            Err(e) => {
+                let now = Instant::now();
+                let Some((cache, entry)) = self.cache.as_ref().and_then(|c| Some((c, c.stale(&key_of(msg, q), now)?)))
+                else {
+                    return Err(e);
+                };
+                cache.served_stale();
+                Ok(Resolved { reply: entry.reply_at(now, true), source: Source::Stale })
+            }
         }
     }
 
     /// Writes a live cache entry for the query `msg` into `out` (TTLs lowered by its age, ID and
     /// question case not yet the client's), starting a background refresh when it is due.
-    /// Returns false on a miss; stale entries are left for [`Resolver::resolve`].
+    /// Returns false on a miss; stale entries are left for [`Resolver::resolve_miss`].
     pub fn cached_answer(self: &Arc<Self>, msg: &[u8], q: &ParsedQuery, out: &mut BytesMut) -> bool {
-        let Some(cache) = &self.cache else { return false };
         let now = Instant::now();
-        let key = key_of(msg, q);
-        let Some((entry, prefetch)) = cache.get_fresh(&key, now) else { return false };
-        if prefetch && entry.claim_prefetch() {
-            self.metrics.prefetch.increment(1);
-            tokio::spawn(self.clone().refresh(key.to_owned()));
-        }
+        let Some(entry) = self.fresh(&key_of(msg, q), now) else { return false };
         entry.write_reply_at(now, false, out);
         true
     }

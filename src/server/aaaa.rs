@@ -12,7 +12,7 @@ use crate::cache::{KeyRef, key_flags};
 use crate::error::{ResolveError, UpstreamError};
 use crate::metrics::{Proto, Source};
 use crate::policy::ParsedQuery;
-use crate::policy::aaaa::{AOutcome, Reason, Verdict};
+use crate::policy::aaaa::{AOutcome, AaaaMode, Plan, Reason, Verdict};
 use crate::resolver::Resolved;
 use crate::wire::{Header, negative_reply, rcode, rtype};
 
@@ -87,7 +87,7 @@ impl Handler {
         let name = NameCopy::of(msg, q);
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
         let result = {
-            let exchange = self.resolver.resolve(msg, q, proto == Proto::Tcp);
+            let exchange = self.resolver.resolve_miss(msg, q, proto == Proto::Tcp);
             tokio::pin!(exchange);
             tokio::select! {
                 r = &mut exchange => r,
@@ -115,23 +115,38 @@ impl Handler {
             .is_some_and(|e| e.rcode() == rcode::NOERROR)
     }
 
-    /// Answers a query of a synthesized type from what the A query for the same name says
-    /// (in flight, cached, or asked now), and caches the answer.
-    pub(super) async fn answer_from_a(&self, msg: &[u8], q: &ParsedQuery, reason: Reason) -> Answer {
-        let name = q.question.name(msg);
-        let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
+    /// The AAAA policy's plan for `name` and `qtype`, reading the pod's IPv6 state only in
+    /// `--aaaa auto`.
+    pub(super) fn aaaa_plan(&self, name: &[u8], qtype: u16) -> Plan {
+        let v6 = self.aaaa.mode == AaaaMode::Auto && self.ipv6.has_global(Instant::now());
+        self.aaaa.plan(name, qtype, v6)
+    }
+
+    /// The denial (rcode, SOA TTL) to synthesize for `qtype` at `name` from what the A query for
+    /// the same name says (in flight, cached, or asked now); `None` when A failed too. Counts it.
+    pub(super) async fn denial_from_a(&self, name: &[u8], qtype: u16, flags: u8, reason: Reason) -> Option<(u16, u32)> {
         let a = match self.resolver.lookup(name, rtype::A, flags).await {
             Ok(Resolved { reply, .. }) => {
                 Header::parse(&reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()))
             }
             Err(_) => AOutcome::Failed,
         };
-        let (rc, ttl) = match self.aaaa.verdict(a, reason) {
+        let denial = match self.aaaa.verdict(a, reason) {
             Verdict::NoData { ttl } => (rcode::NOERROR, ttl),
             Verdict::NxDomain { ttl } => (rcode::NXDOMAIN, ttl),
-            Verdict::ServFail => return self.servfail(msg, q),
+            Verdict::ServFail => return None,
         };
-        self.metrics.synthesized(q.question.qtype, reason);
+        self.metrics.synthesized(qtype, reason);
+        Some(denial)
+    }
+
+    /// Answers a query of a synthesized type from the A outcome for its name, and caches the
+    /// answer.
+    pub(super) async fn answer_from_a(&self, msg: &[u8], q: &ParsedQuery, reason: Reason) -> Answer {
+        let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
+        let Some((rc, ttl)) = self.denial_from_a(q.question.name(msg), q.question.qtype, flags, reason).await else {
+            return self.servfail(msg, q);
+        };
         let mut out = BytesMut::with_capacity(q.question.end + 80);
         negative_reply(msg, &q.header, &q.question, rc, ttl, None, q.opt.as_ref(), &mut out);
         if let Some(cache) = self.resolver.cache() {

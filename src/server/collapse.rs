@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::handler::{Answer, Handler};
 use crate::cache::key_flags;
 use crate::metrics::{Proto, Source};
-use crate::policy::aaaa::{AOutcome, Plan, Verdict};
+use crate::policy::aaaa::Plan;
 use crate::policy::search::{SearchClass, SearchConfig, classify, probe_names};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::{Resolved, Resolver, key_of};
@@ -118,9 +118,7 @@ impl Handler {
     /// Looks a candidate name up for the client's type. For a type the AAAA handling covers, a
     /// failed lookup is judged by the candidate's A outcome, as the client's own query would be.
     async fn candidate(&self, cand: &[u8], qtype: u16, flags: u8) -> Option<Resolved> {
-        let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto && self.ipv6.has_global(Instant::now());
-        let plan = self.aaaa.plan(cand, qtype, v6);
-        let reason = match plan {
+        let reason = match self.aaaa_plan(cand, qtype) {
             Plan::Forward => return self.resolver.lookup(cand, qtype, flags).await.ok(),
             Plan::FromA(reason) => reason,
             Plan::Fix => match self.resolver.lookup(cand, qtype, flags).await {
@@ -128,14 +126,7 @@ impl Handler {
                 Err(e) => super::aaaa::reason_of(&e),
             },
         };
-        let a = self.resolver.lookup(cand, crate::wire::rtype::A, flags).await.ok()?;
-        let outcome = Header::parse(&a.reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()));
-        let (rc, ttl) = match self.aaaa.verdict(outcome, reason) {
-            Verdict::NoData { ttl } => (rcode::NOERROR, ttl),
-            Verdict::NxDomain { ttl } => (rcode::NXDOMAIN, ttl),
-            Verdict::ServFail => return None,
-        };
-        self.metrics.synthesized(qtype, reason);
+        let (rc, ttl) = self.denial_from_a(cand, qtype, flags, reason).await?;
         let mut query = BytesMut::with_capacity(cand.len() + 16);
         write_query(0, cand, qtype, &mut query);
         let Admission::Query(pq) = admit(&query) else {

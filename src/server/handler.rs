@@ -123,14 +123,12 @@ impl Handler {
         {
             return answer;
         }
-        let has_v6 = || self.ipv6.has_global(tokio::time::Instant::now());
-        let v6 = self.aaaa.mode == crate::policy::aaaa::AaaaMode::Auto && has_v6();
-        match self.aaaa.plan(q.question.name(msg), q.question.qtype, v6) {
+        match self.aaaa_plan(q.question.name(msg), q.question.qtype) {
             Plan::Forward => {}
             Plan::Fix => return self.forward_fixing(msg, q, proto).await,
             Plan::FromA(reason) => return self.answer_from_a(msg, q, reason).await,
         }
-        match self.resolver.resolve(msg, q, proto == Proto::Tcp).await {
+        match self.resolver.resolve_miss(msg, q, proto == Proto::Tcp).await {
             Ok(r) => self.answer(r, msg, q, proto),
             Err(e) => {
                 tracing::debug!(error = %e, name = %crate::wire::to_dotted(&msg[HEADER_LEN..q.question.name_end]), "resolution failed");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
@@ -28,10 +27,10 @@ use crate::error::StartError;
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::policy::aaaa::AaaaPolicy;
 use crate::policy::search::SearchConfig;
-use crate::policy::{Admission, admit};
+
 use crate::resolver::Resolver;
 use crate::upstream::{UpstreamConfig, Upstreams};
-use crate::wire::{Name, rtype, write_query};
+use crate::wire::{Name, rtype};
 
 /// What `/ready` reports: listeners bound, an upstream has answered, not draining.
 pub struct Readiness {
@@ -83,11 +82,7 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// waiting for client traffic. Stops at the first answer: an idle ready pod sends nothing.
 async fn probe_until_answered(handler: Arc<Handler>, cluster_domain: Name) {
     while !handler.resolver.upstreams.has_answered() {
-        let mut q = BytesMut::with_capacity(64);
-        write_query(rand::random(), cluster_domain.wire(), rtype::SOA, &mut q);
-        if let Admission::Query(parsed) = admit(&q) {
-            let _ = handler.resolver.upstreams.resolve(&mut q, &parsed, false).await;
-        }
+        let _ = handler.resolver.lookup(cluster_domain.wire(), rtype::SOA, 0).await;
         if !handler.resolver.upstreams.has_answered() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
