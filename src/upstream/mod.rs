@@ -4,6 +4,8 @@
 
 mod health;
 mod pending;
+#[cfg(test)]
+pub mod script;
 mod tcp;
 mod udp;
 
@@ -36,11 +38,47 @@ pub struct UpstreamConfig {
     pub tcp_idle: Duration,
 }
 
+/// Most upstreams podns will use (a pod's resolv.conf allows three; `--upstream` is
+/// validated against this).
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// How one upstream is reached.
+enum Transport {
+    /// UDP socket pool and a TCP connection: the real thing.
+    Net { udp: udp::UdpPool, tcp: Arc<tcp::TcpPool> },
+    /// A pure function of the query, for in-process tests of everything above the socket
+    /// (the attempt loop, failover, TCP and EDNS retries, the cache and the policies).
+    #[cfg(test)]
+    Scripted(Arc<dyn script::Script>),
+}
+
+impl Transport {
+    async fn exchange(
+        &self,
+        query: &mut [u8],
+        question: std::ops::Range<usize>,
+        name_len: usize,
+        timeout: Duration,
+        tcp: bool,
+    ) -> Result<BytesMut, UpstreamError> {
+        match self {
+            Transport::Net { udp, tcp: pool } => {
+                if tcp {
+                    pool.exchange(query, question, name_len, timeout).await
+                } else {
+                    udp.exchange(query, question, name_len, timeout).await
+                }
+            }
+            #[cfg(test)]
+            Transport::Scripted(s) => s.exchange(query, tcp, timeout).await,
+        }
+    }
+}
+
 /// One upstream server.
 struct Upstream {
     addr: SocketAddr,
-    udp: udp::UdpPool,
-    tcp: Arc<tcp::TcpPool>,
+    transport: Transport,
     health: Health,
     metrics: Arc<UpstreamMetrics>,
 }
@@ -72,12 +110,15 @@ impl Upstreams {
                 metrics.healthy.set(1.0);
                 Upstream {
                     addr,
-                    udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
-                    tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
+                    transport: Transport::Net {
+                        udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
+                        tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
+                    },
                     health: Health::new(),
                     metrics,
                 }
             })
+            .take(MAX_UPSTREAMS)
             .collect();
         Upstreams {
             list,
@@ -88,96 +129,159 @@ impl Upstreams {
         }
     }
 
+    /// The overall budget of one client query (`--query-timeout`).
+    pub fn query_timeout(&self) -> Duration {
+        self.query_timeout
+    }
+
     /// True once any upstream has sent a valid reply (readiness).
     pub fn has_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// The `k`-th upstream to try: healthy ones in configured order, then the others in order
-    /// of recovery; the sequence repeats. Computed per attempt so no list is allocated.
-    fn nth_choice(&self, k: usize, now: Instant) -> &Upstream {
-        let n = self.list.len();
-        let k = k % n;
-        let healthy = self.list.iter().filter(|u| u.health.is_up(now)).count();
-        if k < healthy {
-            self.list.iter().filter(|u| u.health.is_up(now)).nth(k).expect("counted")
-        } else {
-            let mut down: [(Instant, usize); 16] = [(now, 0); 16];
-            let mut m = 0;
-            for (i, u) in self.list.iter().enumerate() {
-                if !u.health.is_up(now) && m < down.len() {
-                    down[m] = (u.health.down_until(), i);
-                    m += 1;
-                }
+    /// The order in which this query tries the upstreams, decided once when it starts (so an
+    /// upstream that fails mid-query cannot shift the others' positions and be tried twice while
+    /// another was never tried): healthy ones in configured order, then the others by when their
+    /// back-off ends. Returns the order and how many entries of it are used.
+    fn order(&self, now: Instant) -> ([u8; MAX_UPSTREAMS], usize) {
+        let mut order = [0u8; MAX_UPSTREAMS];
+        let mut n = 0;
+        for (i, u) in self.list.iter().enumerate() {
+            if u.health.is_up(now) {
+                order[n] = i as u8;
+                n += 1;
             }
-            down[..m].sort_unstable();
-            let j = (k - healthy).min(m.saturating_sub(1));
-            &self.list[if m == 0 { k } else { down[j].1 }]
         }
+        let healthy = n;
+        for (i, u) in self.list.iter().enumerate() {
+            if !u.health.is_up(now) {
+                order[n] = i as u8;
+                n += 1;
+            }
+        }
+        order[healthy..n].sort_by_key(|&i| self.list[i as usize].health.down_until());
+        (order, n)
     }
 
     /// Resolves `query` (parsed as `parsed`) upstream. `tcp` says the client came over TCP, so
     /// the upstream is asked over TCP too. The query's ID is overwritten per attempt.
+    ///
+    /// Attempts follow [`Upstreams::order`], for at most two rounds (one when every upstream
+    /// is backing off). An upstream that *answered* SERVFAIL or REFUSED is not asked again for
+    /// this query: asking the same server the same question again only doubles the load a
+    /// failing cluster DNS sees (the client retries on its own; RFC 9520 §3.1 asks resolvers
+    /// not to repeat a failed query at the same server). Timeouts may be retried in the second
+    /// round, as a lost datagram is the usual cause.
     pub async fn resolve(&self, query: &mut [u8], parsed: &ParsedQuery, tcp: bool) -> Result<Exchange, ResolveError> {
         let started = Instant::now();
         let deadline = started + self.query_timeout;
-        let question = HEADER_LEN..parsed.question.end;
-        let name_len = parsed.question.name_end - HEADER_LEN;
+        let (order, n) = self.order(started);
+        let rounds = if n > 0 && self.list[order[0] as usize].health.is_up(started) { 2 } else { 1 };
+        let mut answered_badly: u64 = 0; // bit i: upstream i answered SERVFAIL/REFUSED
         let mut last: Option<UpstreamError> = None;
-        // Two rounds over the upstreams; one when all of them are backing off, so a dead
-        // cluster DNS is not asked twice per client query on top of the client's own retries.
-        let rounds = if self.list.iter().any(|u| u.health.is_up(started)) { 2 } else { 1 };
-        for k in 0..rounds * self.list.len() {
+        for k in 0..rounds * n {
+            let i = order[k % n] as usize;
+            if answered_badly & (1 << i) != 0 {
+                continue;
+            }
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            let up = self.nth_choice(k, now);
-            let timeout = self.attempt_timeout.min(deadline - now);
-            let sent = Instant::now();
-            let result = if tcp {
-                up.tcp.exchange(query, question.clone(), name_len, timeout).await
-            } else {
-                up.udp.exchange(query, question.clone(), name_len, timeout).await
-            };
-            let reply = match result {
-                Ok(reply) => reply,
+            let up = &self.list[i];
+            let ex = match self.attempt(up, query, parsed, tcp, deadline).await {
+                Ok(ex) => ex,
                 Err(e) => {
-                    up.metrics.error(e.reason());
-                    up.health.failure(Instant::now(), &up.metrics.healthy);
                     last = Some(e);
                     continue;
                 }
             };
-            let Ok(header) = Header::parse(&reply) else {
-                up.metrics.error("malformed");
-                continue;
-            };
-            up.metrics.answered(header.rcode(), sent.elapsed());
-            up.health.success(&up.metrics.healthy);
-            self.answered.store(true, Ordering::Relaxed);
-            let mut ex = Exchange { reply, header, from: up.addr };
-            if header.tc() && !tcp {
-                self.tcp_fallback.increment(1);
-                let left = deadline.saturating_duration_since(Instant::now()).min(self.attempt_timeout);
-                match up.tcp.exchange(query, question.clone(), name_len, left).await {
-                    Ok(full) => match Header::parse(&full) {
-                        Ok(h) => ex = Exchange { reply: full, header: h, from: up.addr },
-                        Err(_) => up.metrics.error("malformed"),
-                    },
-                    // The truncated reply still tells the client to retry over TCP itself.
-                    Err(e) => up.metrics.error(e.reason()),
-                }
-            }
             match ex.header.rcode() {
                 rcode::SERVFAIL | rcode::REFUSED => {
                     let e = UpstreamError::Rcode(up.addr, ex.header.rcode());
                     up.metrics.error(e.reason());
+                    answered_badly |= 1 << i;
                     last = Some(e);
                 }
                 _ => return Ok(ex),
             }
         }
         Err(last.map_or(ResolveError::Budget, ResolveError::Exhausted))
+    }
+
+    /// One attempt at one upstream within `deadline`: the exchange, the TCP retry of a truncated
+    /// UDP reply, and the retry without EDNS of a FORMERR to a query with an OPT record.
+    async fn attempt(
+        &self,
+        up: &Upstream,
+        query: &mut [u8],
+        parsed: &ParsedQuery,
+        tcp: bool,
+        deadline: Instant,
+    ) -> Result<Exchange, UpstreamError> {
+        let mut ex = self.exchange(up, query, parsed, tcp, deadline).await?;
+        // RFC 6891 §7: "responders that do not support EDNS … may return FORMERR"; a requester
+        // that gets FORMERR to a query with an OPT record retries without it. The client then
+        // gets the answer (with our own OPT, since podns speaks EDNS to it).
+        if ex.header.rcode() == rcode::FORMERR
+            && let Some(opt) = parsed.opt
+            && opt.end == query.len()
+            && parsed.header.arcount == 1
+        {
+            let mut plain = query[..opt.start].to_vec();
+            plain[10..12].copy_from_slice(&0u16.to_be_bytes());
+            let mut plain_parsed = *parsed;
+            plain_parsed.opt = None;
+            plain_parsed.header.arcount = 0;
+            up.metrics.error("rcode");
+            ex = self.exchange(up, &mut plain, &plain_parsed, tcp, deadline).await?;
+        }
+        Ok(ex)
+    }
+
+    /// Sends `query` to `up` once (UDP, or TCP when `tcp`), with a TCP retry when a UDP reply
+    /// comes back truncated; records the upstream's health and metrics.
+    async fn exchange(
+        &self,
+        up: &Upstream,
+        query: &mut [u8],
+        parsed: &ParsedQuery,
+        tcp: bool,
+        deadline: Instant,
+    ) -> Result<Exchange, UpstreamError> {
+        let question = HEADER_LEN..parsed.question.end;
+        let name_len = parsed.question.name_end - HEADER_LEN;
+        let timeout = self.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let sent = Instant::now();
+        let result = up.transport.exchange(query, question.clone(), name_len, timeout, tcp).await;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                up.metrics.error(e.reason());
+                up.health.failure(Instant::now(), &up.metrics.healthy);
+                return Err(e);
+            }
+        };
+        let Ok(header) = Header::parse(&reply) else {
+            up.metrics.error("malformed");
+            return Err(UpstreamError::Malformed(up.addr));
+        };
+        up.metrics.answered(header.rcode(), sent.elapsed());
+        up.health.success(&up.metrics.healthy);
+        self.answered.store(true, Ordering::Relaxed);
+        let mut ex = Exchange { reply, header, from: up.addr };
+        if header.tc() && !tcp {
+            self.tcp_fallback.increment(1);
+            let left = deadline.saturating_duration_since(Instant::now()).min(self.attempt_timeout);
+            match up.transport.exchange(query, question, name_len, left, true).await {
+                Ok(full) => match Header::parse(&full) {
+                    Ok(h) => ex = Exchange { reply: full, header: h, from: up.addr },
+                    Err(_) => up.metrics.error("malformed"),
+                },
+                // The truncated reply still tells the client to retry over TCP itself.
+                Err(e) => up.metrics.error(e.reason()),
+            }
+        }
+        Ok(ex)
     }
 }

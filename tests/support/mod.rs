@@ -561,6 +561,9 @@ pub enum Action {
     WrongQuestionOnly,
     /// One action for queries over UDP, another for queries over TCP.
     ByTransport { udp: Box<Action>, tcp: Box<Action> },
+    /// An upstream that does not speak EDNS: FORMERR to a query with an OPT record (RFC 6891
+    /// §7), the inner action to one without.
+    NoEdns(Box<Action>),
     /// Waits until the gate is opened (by the test), then does the inner action.
     Gated(Gate, Box<Action>),
 }
@@ -1141,6 +1144,9 @@ async fn perform(state: Arc<UpstreamState>, query: Message, mut action: Action, 
                 action = *then;
             }
             Action::ByTransport { udp, tcp } => action = if transport == Transport::Udp { *udp } else { *tcp },
+            Action::NoEdns(then) => {
+                action = if query.edns.is_some() { Action::Rcode(ResponseCode::FormErr) } else { *then }
+            }
             other => {
                 action = other;
                 break;
@@ -1150,7 +1156,9 @@ async fn perform(state: Arc<UpstreamState>, query: Message, mut action: Action, 
     let qtype = query.queries[0].query_type;
     let good = |recs: &[Rec]| build_reply(&state, &query, ResponseCode::NoError, recs, false, transport);
     match action {
-        Action::Delay(..) | Action::Gated(..) | Action::ByTransport { .. } => unreachable!("unwrapped above"),
+        Action::Delay(..) | Action::Gated(..) | Action::ByTransport { .. } | Action::NoEdns(_) => {
+            unreachable!("unwrapped above")
+        }
         Action::Reply(r) => to.send(&build_scripted(&state, &query, &r, transport)).await,
         Action::WrongQuestionOnly => {
             let other = Name::from_ascii("evil.invalid.").expect("name");
