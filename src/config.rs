@@ -103,8 +103,10 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_CACHE_MAX_NEGATIVE_TTL", default_value = "5m", value_parser = parse_duration)]
     pub cache_max_negative_ttl: Duration,
 
-    /// How long a failure (SERVFAIL after every upstream failed) is remembered; 0 = not at all.
-    #[arg(long, env = "PODNS_SERVFAIL_TTL", default_value = "0s", value_parser = parse_duration)]
+    /// How long a resolution failure (every upstream failed) is remembered, so repeats and
+    /// search walks fail at once instead of going upstream again (RFC 9520: at least 1s, at most
+    /// 5m); 0 = not at all.
+    #[arg(long, env = "PODNS_SERVFAIL_TTL", default_value = "5s", value_parser = parse_duration)]
     pub servfail_ttl: Duration,
 
     /// How long past expiry a cached answer may be served (TTL 30) when every upstream fails

@@ -91,7 +91,7 @@ pub enum Drop {
     SendFailed = 2,
 }
 
-const SYNTH_REASONS: [&str; 5] = ["servfail", "refused", "timeout", "rule", "no_ipv6"];
+const SYNTH_REASONS: [&str; 6] = ["servfail", "refused", "timeout", "rule", "no_ipv6", "root_zone"];
 
 /// Values of the `action` label of `podns_search_total`, in `server::collapse::Action` order.
 const SEARCH_ACTIONS: [&str; 3] = ["impossible", "collapsed", "forwarded"];

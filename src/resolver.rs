@@ -10,12 +10,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Entry, Key, KeyRef, Kind, key_flags};
+use crate::cache::{Cache, Entry, Key, KeyRef, key_flags};
 use crate::error::ResolveError;
-use crate::metrics::{CacheMetrics, Source};
+use crate::metrics::{CacheMetrics, Metrics, Source};
+use crate::policy::aaaa::Reason;
+use crate::policy::root::{self, RootDenial};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::upstream::Upstreams;
-use crate::wire::{OUR_UDP_SIZE, error_reply, rcode, write_opt, write_query};
+use crate::wire::{OUR_UDP_SIZE, Soa, negative_reply, rcode, write_opt, write_query};
 
 /// A reply for a query: its ID and question case are not the client's yet.
 #[derive(Debug)]
@@ -26,13 +28,51 @@ pub struct Resolved {
 
 type Shared = Result<Bytes, ResolveError>;
 
-/// Upstream exchanges in flight, by key and transport, each with the receiver its followers wait on.
-type InflightMap = Mutex<HashMap<(Key, bool), watch::Receiver<Option<Shared>>>>;
+/// What podns knows about a query key beyond the cache: an exchange in flight (its followers
+/// wait on the receiver), or a recent failure (RFC 9520 §3.2: a resolver MUST cache a resolution
+/// failure for at least 1 s, and may for up to 5 min, so that clients' retries and search walks
+/// do not multiply the load on an upstream that is already failing).
+enum Slot {
+    Busy(watch::Receiver<Option<Shared>>),
+    Failed { until: Instant, err: ResolveError },
+}
 
-/// Removes a coalescing slot when its leader finishes or is cancelled.
+/// Slots by key and transport.
+type InflightMap = Mutex<HashMap<(Key, bool), Slot>>;
+
+/// Failures remembered at most; past this a new failure is not remembered (a flood of distinct
+/// failing names cannot grow memory), and expired ones are swept first.
+const MAX_FAILURES: usize = 4096;
+
+/// Removes a coalescing slot when its leader finishes (leaving a failure behind when
+/// configured) or is cancelled.
 struct SlotGuard<'a> {
     map: &'a InflightMap,
     key: Option<(Key, bool)>,
+}
+
+impl SlotGuard<'_> {
+    /// Ends the exchange: remembers `err` until `until`, or frees the slot.
+    fn finish(mut self, failed: Option<(ResolveError, Instant)>) {
+        let Some(k) = self.key.take() else { return };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match failed {
+            Some((err, until)) => {
+                if map.len() >= MAX_FAILURES {
+                    let now = Instant::now();
+                    map.retain(|_, s| !matches!(s, Slot::Failed { until, .. } if *until <= now));
+                }
+                if map.len() < MAX_FAILURES {
+                    map.insert(k, Slot::Failed { until, err });
+                } else {
+                    map.remove(&k);
+                }
+            }
+            None => {
+                map.remove(&k);
+            }
+        }
+    }
 }
 
 impl Drop for SlotGuard<'_> {
@@ -43,6 +83,9 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+/// TTL of a root-zone denial given in place of a failure: short, as the failure may pass.
+pub const ROOT_DENIAL_TTL: u32 = 5;
+
 /// Cache + coalescing + upstreams.
 pub struct Resolver {
     pub upstreams: Upstreams,
@@ -50,6 +93,7 @@ pub struct Resolver {
     inflight: InflightMap,
     servfail_ttl: Duration,
     metrics: CacheMetrics,
+    synthesized: Arc<Metrics>,
 }
 
 /// The cache key of a parsed query in `msg`.
@@ -63,8 +107,14 @@ pub fn key_of<'a>(msg: &'a [u8], q: &ParsedQuery) -> KeyRef<'a> {
 }
 
 impl Resolver {
-    pub fn new(upstreams: Upstreams, cache: Option<Cache>, servfail_ttl: Duration, metrics: CacheMetrics) -> Resolver {
-        Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics }
+    pub fn new(
+        upstreams: Upstreams,
+        cache: Option<Cache>,
+        servfail_ttl: Duration,
+        metrics: CacheMetrics,
+        synthesized: Arc<Metrics>,
+    ) -> Resolver {
+        Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics, synthesized }
     }
 
     pub fn cache(&self) -> Option<&Cache> {
@@ -98,19 +148,28 @@ impl Resolver {
 
     /// Like [`Resolver::resolve`] for a query already known to have no live cache entry (client
     /// queries are looked up once, in admission): upstream, or a stale entry if that fails.
+    ///
+    /// When every upstream fails a single-label name and nothing stale is cached, the answer is
+    /// what the root zone would give ([`crate::policy::root`]).
     pub async fn resolve_miss(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Result<Resolved, ResolveError> {
-        match self.coalesced(msg, q, tcp).await {
-            Ok(bytes) => Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
-            Err(e) => {
-                let now = Instant::now();
-                let Some((cache, entry)) = self.cache.as_ref().and_then(|c| Some((c, c.stale(&key_of(msg, q), now)?)))
-                else {
-                    return Err(e);
-                };
-                cache.served_stale();
-                Ok(Resolved { reply: entry.reply_at(now, true), source: Source::Stale })
-            }
+        let e = match self.coalesced(msg, q, tcp).await {
+            Ok(bytes) => return Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
+            Err(e) => e,
+        };
+        let now = Instant::now();
+        if let Some((cache, entry)) = self.cache.as_ref().and_then(|c| Some((c, c.stale(&key_of(msg, q), now)?))) {
+            cache.served_stale();
+            return Ok(Resolved { reply: entry.reply_at(now, true), source: Source::Stale });
         }
+        let Some(denial) = root::denial(q.question.name(msg)) else { return Err(e) };
+        let rc = match denial {
+            RootDenial::NxDomain => rcode::NXDOMAIN,
+            RootDenial::NoData => rcode::NOERROR,
+        };
+        let mut reply = BytesMut::with_capacity(q.question.end + 96);
+        negative_reply(msg, &q.header, &q.question, rc, ROOT_DENIAL_TTL, Soa::Root, q.opt.as_ref(), &mut reply);
+        self.synthesized.synthesized(q.question.qtype, Reason::RootZone);
+        Ok(Resolved { reply, source: Source::Synthesized })
     }
 
     /// Writes a live cache entry for the query `msg` into `out` (TTLs lowered by its age, ID and
@@ -124,16 +183,18 @@ impl Resolver {
     }
 
     /// Asks upstream, sharing one exchange among identical queries in flight, and caches the
-    /// result.
+    /// result. A failure is remembered for `--servfail-ttl`: the same question meanwhile fails
+    /// at once, without going upstream.
     async fn coalesced(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Shared {
         let owned = (key_of(msg, q).to_owned(), tcp);
         let leader = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&owned) {
-                Some(rx) => Err(rx.clone()),
-                None => {
+                Some(Slot::Busy(rx)) => Err(rx.clone()),
+                Some(Slot::Failed { until, err }) if Instant::now() < *until => return Err(*err),
+                _ => {
                     let (tx, rx) = watch::channel(None);
-                    map.insert(owned.clone(), rx);
+                    map.insert(owned.clone(), Slot::Busy(rx));
                     Ok(tx)
                 }
             }
@@ -149,22 +210,16 @@ impl Resolver {
                 };
             }
         };
-        let _slot = SlotGuard { map: &self.inflight, key: Some(owned) };
+        let slot = SlotGuard { map: &self.inflight, key: Some(owned) };
         let result = self.upstreams.resolve(msg, q, tcp).await.map(|ex| ex.reply.freeze());
-        if let Some(cache) = &self.cache {
-            let key = key_of(msg, q);
-            match &result {
-                Ok(reply) => {
-                    cache.insert(&key, reply, Instant::now());
-                }
-                Err(_) if !self.servfail_ttl.is_zero() => {
-                    let mut sf = BytesMut::new();
-                    error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut sf);
-                    cache.insert_for(&key, &sf, self.servfail_ttl, Kind::Denial, Instant::now());
-                }
-                Err(_) => {}
-            }
+        if let (Some(cache), Ok(reply)) = (&self.cache, &result) {
+            cache.insert(&key_of(msg, q), reply, Instant::now());
         }
+        let failed = match &result {
+            Err(e) if !self.servfail_ttl.is_zero() => Some((*e, Instant::now() + self.servfail_ttl)),
+            _ => None,
+        };
+        slot.finish(failed);
         let _ = tx.send(Some(result.clone()));
         result
     }
@@ -290,6 +345,7 @@ mod tests {
             cache,
             Duration::ZERO,
             CacheMetrics::new(),
+            Arc::new(Metrics::new()),
         ))
     }
 

@@ -117,20 +117,30 @@ async fn denials_are_cached_for_the_soa_minimum_and_only_with_an_soa() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn servfail_is_not_cached_by_default() {
+async fn failure_is_remembered_for_servfail_ttl() {
+    // RFC 9520 §3.2: a failure is cached (5 s by default), so a client's retries do not reach a
+    // failing upstream again; with --servfail-ttl 0 every query goes upstream.
     let up = Upstream::start();
     up.on("sf.example.com", RecordType::A, Action::Rcode(ResponseCode::ServFail));
     let podns = podns_for(&up).start().await;
+    let forgetful = podns_for(&up).arg("--servfail-ttl", "0s").start().await;
     let reply = udp_query(podns.addr(), &query("sf.example.com", RecordType::A)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
     let after_first = up.received_for("sf.example.com").len();
-    assert!(after_first >= 1);
+    assert_eq!(after_first, 1, "one upstream answered SERVFAIL: it is not asked the same question again");
     let reply = udp_query(podns.addr(), &query("sf.example.com", RecordType::A)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
-    assert!(
-        up.received_for("sf.example.com").len() > after_first,
-        "the second query went upstream again (--servfail-ttl 0 by default)"
-    );
+    assert_eq!(up.received_for("sf.example.com").len(), after_first, "the retry met the remembered failure");
+
+    for i in 1..=2 {
+        let reply = udp_query(forgetful.addr(), &query("sf.example.com", RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(
+            up.received_for("sf.example.com").len(),
+            after_first + i,
+            "--servfail-ttl 0: query {i} went upstream"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +299,13 @@ async fn spoofed_reply_is_never_cached() {
     const NAME: &str = "spoofed.example.com";
     let up = Upstream::start();
     up.on(NAME, RecordType::A, Action::WrongQuestionOnly);
-    let podns = podns_for(&up).arg("--attempt-timeout", "200ms").arg("--query-timeout", "500ms").start().await;
+    // --servfail-ttl 0: the failure is not remembered, so what is checked is the answer cache.
+    let podns = podns_for(&up)
+        .arg("--attempt-timeout", "200ms")
+        .arg("--query-timeout", "500ms")
+        .arg("--servfail-ttl", "0s")
+        .start()
+        .await;
     let reply = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "only a spoofed reply came: {reply}");
     assert!(!a_records(&reply).contains(&EVIL_V4));

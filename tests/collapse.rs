@@ -526,3 +526,73 @@ async fn collapse_lookup_shares_the_clients_exchange_in_flight() {
     assert_cname_to(&searched, "pypi.org.default.svc.cluster.local", "pypi.org", PYPI);
     assert_eq!(up.received_for("pypi.org").len(), 1, "one upstream query for both");
 }
+
+/// A node search domain that answers NOERROR with no data for every name under it (an MX
+/// wildcard; some cloud and router resolvers), as kubelet appends it to the pod's search list.
+fn nodata_node_domain(up: &Upstream) -> TempFile {
+    up.on_suffix("nodata.example", Reply::nodata(Rr::soa("nodata.example", 60, 60)).action());
+    resolv_conf("nodata.example")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodata_search_candidate_is_skipped_like_nxdomain() {
+    // glibc skips a NODATA candidate on its own walk; a CNAME to it (ANCOUNT > 0) would end the
+    // walk on a name without addresses (issue 10). A and AAAA choose the same candidate.
+    let up = cluster_upstream();
+    let resolv = nodata_node_domain(&up);
+    let podns = pod_podns(&up, &resolv, &[]).await;
+    let reply = ask(&podns, "pypi.org.default.svc.cluster.local", RecordType::A).await;
+    assert_cname_to(&reply, "pypi.org.default.svc.cluster.local", "pypi.org", PYPI);
+    let reply = ask(&podns, "pypi.org.default.svc.cluster.local", RecordType::AAAA).await;
+    let got = answers(&reply);
+    assert_eq!(got[0].2, "pypi.org.", "AAAA: the same owner: {reply}");
+    assert_eq!(got[1].2, PYPI_V6.to_string());
+    // An IPv4-only name: NODATA for AAAA, from its owner, not from the node domain.
+    let reply = ask(&podns, "files.pythonhosted.org.default.svc.cluster.local", RecordType::AAAA).await;
+    let got = answers(&reply);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{reply}");
+    assert_eq!(got[0].2, "files.pythonhosted.org.", "CNAME to the owner of the A record: {reply}");
+    assert!(got.iter().all(|r| r.1 != "AAAA"));
+    // The node domain's own name keeps its own answer.
+    let reply = ask(&podns, "pypi.org.nodata.example", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{reply}");
+    assert!(reply.answers.is_empty(), "its own NODATA: {reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_are_asked_one_at_a_time_in_the_clients_order() {
+    // The walk stops at the owner: a later candidate is never asked when an earlier one has the
+    // data, so the collapse costs no more queries than the client's own walk.
+    let up = cluster_upstream();
+    up.on_suffix("corp.example", Reply::nxdomain(Rr::soa("corp.example", 60, 60)).action());
+    exists(&up, "intranet.example.com.corp.example", "corp.example", vec![Rr::a(INTRANET_CORP)], vec![]);
+    let resolv = resolv_conf("corp.example lab.example");
+    let podns = pod_podns(&up, &resolv, &[]).await;
+    let reply = ask(&podns, "intranet.example.com.default.svc.cluster.local", RecordType::A).await;
+    assert_cname_to(
+        &reply,
+        "intranet.example.com.default.svc.cluster.local",
+        "intranet.example.com.corp.example",
+        INTRANET_CORP,
+    );
+    let asked = asked(&up);
+    assert!(asked.contains(&"intranet.example.com.corp.example A".to_string()), "{asked:?}");
+    assert!(
+        !asked.iter().any(|q| q.starts_with("intranet.example.com.lab.example") || q == "intranet.example.com A"),
+        "no candidate after the owner was asked: {asked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_candidate_is_passed_but_never_becomes_nxdomain() {
+    // glibc goes on past a SERVFAIL candidate; so does the collapse. With no owner after it,
+    // the answer is SERVFAIL, not a claim that the name is missing.
+    let up = cluster_upstream();
+    up.on_suffix("broken.example", Action::Rcode(ResponseCode::ServFail));
+    let resolv = resolv_conf("broken.example");
+    let podns = pod_podns(&up, &resolv, &[]).await;
+    let reply = ask(&podns, "pypi.org.default.svc.cluster.local", RecordType::A).await;
+    assert_cname_to(&reply, "pypi.org.default.svc.cluster.local", "pypi.org", PYPI);
+    let reply = ask(&podns, "nothing.example.org.default.svc.cluster.local", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
+}

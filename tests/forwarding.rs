@@ -356,6 +356,93 @@ async fn servfail_when_every_upstream_answers_servfail() {
     assert!(!b.received_for("sf.example.com").is_empty(), "both upstreams asked");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_is_asked_once_per_upstream() {
+    // Asking a server that answered SERVFAIL the same question again only doubles the load on a
+    // failing cluster DNS (issue 10, RFC 9520 §3.1): each upstream is asked once.
+    let a = Upstream::with_default(Action::Rcode(ResponseCode::ServFail));
+    let b = Upstream::with_default(Action::Rcode(ResponseCode::Refused));
+    let one = PodnsBuilder::new().upstream(a.addr).start().await;
+    let reply = udp_query(one.addr(), &query("sf1.example.com", RecordType::A)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(a.received_for("sf1.example.com").len(), 1, "one upstream: one query");
+
+    let two = PodnsBuilder::new().upstream(a.addr).upstream(b.addr).start().await;
+    let reply = udp_query(two.addr(), &query("sf2.example.com", RecordType::A)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(a.received_for("sf2.example.com").len(), 1, "SERVFAIL: not asked again");
+    assert_eq!(b.received_for("sf2.example.com").len(), 1, "REFUSED: not asked again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formerr_to_an_edns_query_is_retried_without_edns() {
+    // RFC 6891 §7: a responder without EDNS may answer FORMERR to a query with an OPT record;
+    // the requester retries without it.
+    let up = Upstream::start();
+    up.on("old.example.com", RecordType::A, Action::NoEdns(Box::new(Action::Answer(vec![Rec::A(ANSWER)]))));
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    for tcp in [false, true] {
+        let reply = ask(&podns, &with_edns(query("old.example.com", RecordType::A), 1232), tcp).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "tcp={tcp}: {reply}");
+        assert_eq!(a_records(&reply), vec![ANSWER], "tcp={tcp}");
+        assert!(reply.edns.is_some(), "tcp={tcp}: the client asked with EDNS and podns speaks it");
+    }
+    let seen = up.received_for("old.example.com");
+    assert_eq!(seen.len(), 2, "the UDP answer is cached; one FORMERR and one retry: {seen:?}");
+    assert!(seen[0].edns_payload.is_some() && seen[1].edns_payload.is_none(), "the retry has no OPT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_is_tried_before_servfail_when_the_first_two_are_silent() {
+    // The order is fixed when a query starts: an upstream that goes down mid-query cannot push
+    // another out of its turn (issue 15, row 11).
+    let s1 = Upstream::with_default(Action::Drop);
+    let s2 = Upstream::with_default(Action::Drop);
+    let good = Upstream::start();
+    let podns = PodnsBuilder::new()
+        .upstream(s1.addr)
+        .upstream(s2.addr)
+        .upstream(good.addr)
+        .arg("--attempt-timeout", "300ms")
+        .arg("--query-timeout", "2s")
+        .start()
+        .await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = podns.addr();
+            tokio::spawn(async move { udp_query(addr, &query(&format!("q{i}.example.com"), RecordType::A)).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let reply = t.await.unwrap();
+        assert_eq!(a_records(&reply), vec![AUTO_V4], "query {i}: a healthy upstream exists: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_label_name_every_upstream_fails_gets_the_root_zones_answer() {
+    // systemd-resolved answers SERVFAIL for single-label names; the root zone would say NXDOMAIN
+    // (not a TLD) or NODATA (a TLD). Multi-label names keep their SERVFAIL (issue 10).
+    let up = Upstream::with_default(Action::Rcode(ResponseCode::ServFail));
+    for aaaa in ["fix", "forward"] {
+        let podns = PodnsBuilder::new().upstream(up.addr).arg("--aaaa", aaaa).start().await;
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let reply = udp_query(podns.addr(), &query("postgresql-primary", qtype)).await;
+            assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain, "--aaaa {aaaa} {qtype}: {reply}");
+            let soa = &reply.authorities[0];
+            assert_eq!(soa.name.to_ascii(), ".", "--aaaa {aaaa}: the root zone's SOA");
+            assert!(soa.ttl <= 5, "short TTL: {reply}");
+            let reply = udp_query(podns.addr(), &query("com", qtype)).await;
+            assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "--aaaa {aaaa} {qtype}: a TLD: {reply}");
+            assert!(reply.answers.is_empty());
+        }
+        let reply = udp_query(podns.addr(), &query("x.db", RecordType::A)).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "a private zone's name stays a failure");
+        let root_zone = podns.metric("podns_synthesized_total", &[("type", "A"), ("reason", "root_zone")]).await;
+        assert!(root_zone >= 2.0, "--aaaa {aaaa}: counted: {root_zone}");
+    }
+}
+
 // --- real clients -----------------------------------------------------------------------------
 
 fn have(tool: &str) -> bool {

@@ -39,6 +39,9 @@ pub enum Reason {
     Rule,
     /// `--aaaa nodata`, or `auto` without global IPv6.
     NoIpv6,
+    /// Every upstream failed a single-label name: the root zone's answer
+    /// ([`crate::policy::root`]).
+    RootZone,
 }
 
 impl Reason {
@@ -49,6 +52,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::Rule => "rule",
             Reason::NoIpv6 => "no_ipv6",
+            Reason::RootZone => "root_zone",
         }
     }
 }

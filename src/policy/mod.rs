@@ -3,6 +3,8 @@
 
 pub mod aaaa;
 mod admit;
+pub mod collapse;
+pub mod root;
 pub mod search;
 
 pub use admit::{Admission, ParsedQuery, admit};

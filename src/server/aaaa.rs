@@ -14,7 +14,7 @@ use crate::metrics::{Proto, Source};
 use crate::policy::ParsedQuery;
 use crate::policy::aaaa::{AOutcome, AaaaMode, Plan, Reason, Verdict};
 use crate::resolver::Resolved;
-use crate::wire::{Header, negative_reply, rcode, rtype};
+use crate::wire::{Header, Soa, negative_reply, rcode, rtype};
 
 /// How often `--aaaa auto` re-reads the pod's IPv6 addresses (lazily, on AAAA queries only).
 const IPV6_RECHECK: Duration = Duration::from_secs(60);
@@ -148,7 +148,7 @@ impl Handler {
             return self.servfail(msg, q);
         };
         let mut out = BytesMut::with_capacity(q.question.end + 80);
-        negative_reply(msg, &q.header, &q.question, rc, ttl, None, q.opt.as_ref(), &mut out);
+        negative_reply(msg, &q.header, &q.question, rc, ttl, Soa::Synthesized, q.opt.as_ref(), &mut out);
         if let Some(cache) = self.resolver.cache() {
             cache.insert(&crate::resolver::key_of(msg, q), &out, Instant::now());
         }

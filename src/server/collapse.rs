@@ -2,9 +2,9 @@
 //!
 //! For `P.S` with an FQDN-like `P` whose TLD label `L` is neither a namespace nor a service in
 //! the pod's namespace, no cluster candidate of the client's search walk can exist. podns then
-//! asks the remaining candidates (non-cluster search domains, then `P.`) at once and answers
-//! `P.S` with a CNAME to the first that exists, followed by its records: the client's walk ends
-//! after one round trip instead of eight queries.
+//! asks the remaining candidates (non-cluster search domains, then `P.`) in the client's order
+//! and answers `P.S` with a CNAME to the first that has data ([`crate::policy::collapse`]),
+//! followed by its records: the client's walk ends after one step instead of eight queries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,10 +18,13 @@ use super::handler::{Answer, Handler};
 use crate::cache::key_flags;
 use crate::metrics::{Proto, Source};
 use crate::policy::aaaa::Plan;
+use crate::policy::collapse::{Found, Outcome, Verdict, needs_sibling, sibling, verdict};
 use crate::policy::search::{SearchClass, SearchConfig, classify, probe_names};
-use crate::policy::{Admission, ParsedQuery, admit};
+use crate::policy::{self, Admission, ParsedQuery, admit};
 use crate::resolver::{Resolved, Resolver, key_of};
-use crate::wire::{Header, Name, cname_reply, min_ttl, negative_reply, parse_question, rcode, write_query};
+use crate::wire::{
+    Header, Name, Soa, answers_type, cname_reply, min_ttl, negative_reply, parse_question, rcode, write_query,
+};
 
 /// `--collapse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,8 +118,8 @@ impl Collapse {
 }
 
 impl Handler {
-    /// Looks a candidate name up for the client's type. For a type the AAAA handling covers, a
-    /// failed lookup is judged by the candidate's A outcome, as the client's own query would be.
+    /// Looks a candidate name up for `qtype`. For a type the AAAA handling covers, a failed
+    /// lookup is judged by the candidate's A outcome, as the client's own query would be.
     async fn candidate(&self, cand: &[u8], qtype: u16, flags: u8) -> Option<Resolved> {
         let reason = match self.aaaa_plan(cand, qtype) {
             Plan::Forward => return self.resolver.lookup(cand, qtype, flags).await.ok(),
@@ -133,8 +136,26 @@ impl Handler {
             return None;
         };
         let mut reply = BytesMut::with_capacity(query.len() + 80);
-        negative_reply(&query, &pq.header, &pq.question, rc, ttl, None, None, &mut reply);
+        negative_reply(&query, &pq.header, &pq.question, rc, ttl, Soa::Synthesized, None, &mut reply);
         Some(Resolved { reply, source: Source::Synthesized })
+    }
+
+    /// Judges one candidate ([`policy::collapse::verdict`]): its lookup for `qtype`, and for an
+    /// address type that says NODATA, the sibling type's. Returns the verdict, the reply for
+    /// `qtype` (what the client's answer is built from) and the upstream queries it cost.
+    async fn judge(&self, cand: &[u8], qtype: u16, flags: u8) -> (Verdict, Option<Resolved>, u64) {
+        let own = self.candidate(cand, qtype, flags).await;
+        let mut upstream = own.as_ref().is_some_and(|r| r.source == Source::Upstream) as u64;
+        let own_found = Found::of(own.as_ref().and_then(|r| answers_type(&r.reply, qtype)));
+        let sibling_found = match sibling(qtype) {
+            Some(other) if needs_sibling(qtype, own_found) => {
+                let r = self.candidate(cand, other, flags).await;
+                upstream += r.as_ref().is_some_and(|r| r.source == Source::Upstream) as u64;
+                Some(Found::of(r.as_ref().and_then(|r| answers_type(&r.reply, other))))
+            }
+            _ => None,
+        };
+        (verdict(own_found, sibling_found), own, upstream)
     }
 
     /// Applies the collapse to a query; `None` means forward it unchanged.
@@ -155,7 +176,7 @@ impl Handler {
                     &q.question,
                     rcode::NXDOMAIN,
                     c.synth_ttl,
-                    Some(c.cfg.cluster_domain().wire()),
+                    Soa::Cluster(c.cfg.cluster_domain().wire()),
                     q.opt.as_ref(),
                     &mut out,
                 );
@@ -168,80 +189,71 @@ impl Handler {
             self.metrics.search(Action::Forwarded as usize, 0);
             return None;
         }
-        // The candidates the client would still try, in its order: the non-cluster search
-        // domains from this one on (unless aggressive), then P itself.
-        let prefix = &name[..prefix_len];
-        let search = c.cfg.search();
-        // The query's own name is a candidate when its search domain is outside the cluster,
-        // in every mode: aggressive skips only the later ones.
-        let mut candidates: Vec<Vec<u8>> = (search_index..search.len())
-            .filter(|&j| !c.cfg.is_cluster_search(j) && (j == search_index || c.mode != CollapseMode::Aggressive))
-            .map(|j| [prefix, search[j].wire()].concat())
-            .collect();
-        candidates.push([prefix, &[0u8][..]].concat());
+        let candidates =
+            policy::collapse::candidates(&name[..prefix_len], search_index, &c.cfg, c.mode == CollapseMode::Aggressive);
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
         let qtype = q.question.qtype;
-        let outcomes =
-            futures_util::future::join_all(candidates.iter().map(|cand| self.candidate(cand, qtype, flags))).await;
-        let mut chosen: Option<(usize, BytesMut)> = None;
+        // One candidate at a time, in the client's order, stopping at the owner: never more
+        // queries than the client's own walk would send for the same candidates.
+        let mut verdicts = Vec::with_capacity(candidates.len());
+        let mut replies = Vec::with_capacity(candidates.len());
         let mut upstream_queries = probe_queries;
-        let mut last_nx: Option<BytesMut> = None;
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            let r = match outcome {
-                Some(r) => r,
-                // An unknown outcome before any existing candidate: the walk cannot be
-                // predicted, so let the client walk.
-                _ => {
-                    self.metrics.search(Action::Forwarded as usize, 0);
-                    return None;
-                }
-            };
-            upstream_queries += u64::from(r.source == Source::Upstream);
-            match Header::parse(&r.reply).map(|h| h.rcode()) {
-                Ok(rcode::NOERROR) => {
-                    chosen = Some((i, r.reply));
-                    break;
-                }
-                Ok(rcode::NXDOMAIN) => last_nx = Some(r.reply),
-                _ => {
-                    self.metrics.search(Action::Forwarded as usize, 0);
-                    return None;
-                }
+        for cand in &candidates {
+            let (v, reply, cost) = self.judge(cand, qtype, flags).await;
+            upstream_queries += cost;
+            verdicts.push(v);
+            replies.push(reply);
+            if v == Verdict::Owner {
+                break;
             }
         }
+        let result = policy::collapse::outcome(verdicts);
         // What the client would have sent upstream for this step: this candidate, and when the
         // answer ends its walk (a name exists), the later candidates and P itself too.
-        let avoided = if chosen.is_some() { (search.len() - search_index + 1) as u64 } else { 1 };
+        let search = c.cfg.search();
+        let avoided = if matches!(result, Outcome::Owner(_)) { (search.len() - search_index + 1) as u64 } else { 1 };
         self.metrics.search(Action::Collapsed as usize, avoided.saturating_sub(upstream_queries));
         let mut out = Vec::with_capacity(512);
-        let rc = match chosen {
-            Some((i, reply)) if candidates[i].len() == name.len() && candidates[i].eq_ignore_ascii_case(name) => {
-                // The client's own name exists (a non-cluster search domain): its own answer.
-                return Some(self.answer(Resolved { reply, source: Source::Upstream }, msg, q, proto));
-            }
-            Some((i, reply)) => {
+        let rc = match result {
+            Outcome::Owner(i) => {
+                let reply = replies[i].take()?.reply;
+                let cand = &candidates[i];
+                if cand.len() == name.len() && cand.eq_ignore_ascii_case(name) {
+                    // The client's own name (a non-cluster search domain): its own answer.
+                    return Some(self.answer(Resolved { reply, source: Source::Upstream }, msg, q, proto));
+                }
                 let h = Header::parse(&reply).ok()?;
                 let ttl = parse_question(&reply)
                     .ok()
                     .and_then(|rq| min_ttl(&reply, &h, rq.end).ok().flatten())
                     .unwrap_or(c.synth_ttl);
-                cname_reply(msg, &q.header, &q.question, &candidates[i], &reply, ttl, q.opt.as_ref(), &mut out).ok()?;
-                rcode::NOERROR
+                cname_reply(msg, &q.header, &q.question, cand, &reply, ttl, q.opt.as_ref(), &mut out).ok()?;
+                h.rcode()
             }
-            None => {
-                // Every candidate is NXDOMAIN: so is this name, and the client's later
-                // candidates are answered from the cache.
-                let ttl = last_nx
-                    .and_then(|r| {
-                        let h = Header::parse(&r).ok()?;
-                        let rq = parse_question(&r).ok()?;
-                        min_ttl(&r, &h, rq.end).ok().flatten()
+            Outcome::NxDomain if !c.cfg.is_cluster_search(search_index) => {
+                // The query's own name is the first candidate (a search domain outside the
+                // cluster): it keeps its own answer, NODATA included.
+                let own = replies.first_mut()?.take()?;
+                return Some(self.answer(own, msg, q, proto));
+            }
+            Outcome::NxDomain => {
+                // Every candidate is NXDOMAIN or NODATA: the name P.S (impossible in the cluster)
+                // does not exist, and the client's later candidates are answered from the cache.
+                let ttl = replies
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| {
+                        let h = Header::parse(&r.reply).ok()?;
+                        let rq = parse_question(&r.reply).ok()?;
+                        min_ttl(&r.reply, &h, rq.end).ok().flatten()
                     })
+                    .min()
                     .unwrap_or(c.synth_ttl);
-                let zone = c.cfg.is_cluster_search(search_index).then(|| c.cfg.cluster_domain().wire());
-                negative_reply(msg, &q.header, &q.question, rcode::NXDOMAIN, ttl, zone, q.opt.as_ref(), &mut out);
+                let soa = Soa::Cluster(c.cfg.cluster_domain().wire());
+                negative_reply(msg, &q.header, &q.question, rcode::NXDOMAIN, ttl, soa, q.opt.as_ref(), &mut out);
                 rcode::NXDOMAIN
             }
+            Outcome::Failed => return Some(self.servfail(msg, q)),
         };
         if let Some(cache) = self.resolver.cache() {
             cache.insert(&key_of(msg, q), &out, Instant::now());

@@ -116,8 +116,18 @@ impl Handler {
     }
 
     /// Answers an admitted query. `msg` is the client's query; its ID is overwritten on the
-    /// way (the parsed header keeps the client's).
+    /// way (the parsed header keeps the client's). Whatever the policies do (collapse, AAAA
+    /// handling: several lookups in a row), the client has its answer within `--query-timeout`,
+    /// SERVFAIL at worst, well inside the stubs' own 5 s.
     pub async fn forward(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
+        let budget = self.resolver.upstreams.query_timeout();
+        match tokio::time::timeout(budget, self.forward_within_budget(msg, q, proto)).await {
+            Ok(answer) => answer,
+            Err(_) => self.servfail(msg, q),
+        }
+    }
+
+    async fn forward_within_budget(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
         if let Some(c) = &self.collapse
             && let Some(answer) = self.collapse(c, msg, q, proto).await
         {

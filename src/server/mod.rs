@@ -162,7 +162,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         },
         cache_metrics.clone(),
     );
-    let resolver = Arc::new(Resolver::new(upstreams, cache, args.servfail_ttl, cache_metrics));
+    let resolver = Arc::new(Resolver::new(upstreams, cache, args.servfail_ttl, cache_metrics, metrics.clone()));
     let aaaa = AaaaPolicy {
         mode: args.aaaa,
         types: args.synthesize_types.clone(),

@@ -18,8 +18,10 @@ pub use header::{HEADER_LEN, Header, set_id};
 pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_dotted};
 pub use opt::{Opt, find_opt};
 pub use question::{Question, parse_question, write_query};
-pub use records::{RecordRef, Records, Section, min_ttl, rewrite_ttls};
-pub use reply::{OUR_UDP_SIZE, error_reply, negative_reply, restore_question, strip_opt, truncated_reply, write_opt};
+pub use records::{RecordRef, Records, Section, answers_type, min_ttl, rewrite_ttls};
+pub use reply::{
+    OUR_UDP_SIZE, Soa, error_reply, negative_reply, restore_question, strip_opt, truncated_reply, write_opt,
+};
 pub use synth::{cname_reply, copy_record_expanded, write_name_expanded};
 
 /// Record and query types podns refers to by name.

@@ -43,13 +43,27 @@ pub fn error_reply(
 const SYNTH_MNAME: &[u8] = b"\x05podns\x07invalid\x00";
 /// Responsible mailbox named in synthesized SOA records.
 const SYNTH_RNAME: &[u8] = b"\x0ahostmaster\x05podns\x07invalid\x00";
+/// The root zone's SOA MNAME and RNAME.
+const ROOT_MNAME: &[u8] = b"\x01a\x0croot-servers\x03net\x00";
+const ROOT_RNAME: &[u8] = b"\x05nstld\x0cverisign-grs\x03com\x00";
+
+/// Whose SOA a synthesized denial carries (RFC 2308 §3: the SOA of the zone that denies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Soa<'a> {
+    /// The query name's own, with names under `podns.invalid` (RFC 6761) that can never be
+    /// mistaken for data: podns speaks for no zone.
+    Synthesized,
+    /// The cluster domain's, shaped like CoreDNS's: `ns.dns.<zone>`, `hostmaster.<zone>`.
+    Cluster(&'a [u8]),
+    /// The root zone's (`a.root-servers.net.`, `nstld.verisign-grs.com.`), for what the root
+    /// zone would answer about a single-label name.
+    Root,
+}
 
 /// Writes a negative answer podns synthesizes (NODATA as NOERROR, or NXDOMAIN) to the query
-/// `msg`: the question echoed in the client's case, no answers, and in the authority section an
-/// SOA whose TTL and MINIMUM are `ttl`, so resolvers cache the denial for that long (RFC 2308
-/// §5); an OPT record exactly when the query had one. The SOA belongs to `zone` when given (the
-/// cluster domain, shaped like CoreDNS's: `ns.dns.<zone>`, `hostmaster.<zone>`), else to the
-/// query name with names under `podns.invalid` (RFC 6761) that can never be mistaken for data.
+/// `msg`: the question echoed in the client's case, no answers, and in the authority section
+/// `soa` with TTL and MINIMUM `ttl`, so resolvers cache the denial for that long (RFC 2308 §5);
+/// an OPT record exactly when the query had one.
 #[allow(clippy::too_many_arguments)]
 pub fn negative_reply(
     msg: &[u8],
@@ -57,20 +71,24 @@ pub fn negative_reply(
     question: &Question,
     rcode: u16,
     ttl: u32,
-    zone: Option<&[u8]>,
+    soa: Soa<'_>,
     query_opt: Option<&Opt>,
     out: &mut impl BufMut,
 ) {
     Header::reply_to(header, rcode, 1, 0, 1, query_opt.is_some() as u16).put(out);
     out.put_slice(&msg[HEADER_LEN..question.end]);
-    let (mname, rname): (&[&[u8]], &[&[u8]]) = match zone {
-        Some(z) => {
+    let (mname, rname): (&[&[u8]], &[&[u8]]) = match soa {
+        Soa::Cluster(z) => {
             out.put_slice(z);
             (&[b"\x02ns\x03dns", z], &[b"\x0ahostmaster", z])
         }
-        None => {
+        Soa::Synthesized => {
             out.put_u16(0xc000 | HEADER_LEN as u16); // owner: the question name
             (&[SYNTH_MNAME], &[SYNTH_RNAME])
+        }
+        Soa::Root => {
+            out.put_u8(0);
+            (&[ROOT_MNAME], &[ROOT_RNAME])
         }
     };
     out.put_u16(rtype::SOA);
@@ -246,7 +264,7 @@ mod tests {
         let qq = parse_question(&q).unwrap();
         let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
         let mut out = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, None, Some(&opt), &mut out);
+        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, Soa::Synthesized, Some(&opt), &mut out);
         let rh = Header::parse(&out).unwrap();
         assert_eq!((rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id), (0, 0, 1, 1, 0xabcd));
         let rs: Vec<_> = crate::wire::Records::new(&out, &rh, qq.end).collect::<Result<_, _>>().unwrap();
@@ -255,7 +273,7 @@ mod tests {
         assert_eq!(rs[1].end(), out.len());
         assert_eq!(&out[12..qq.end], &q[12..qq.end]);
         let mut nx = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, Some(b"\x07cluster\x05local\x00"), None, &mut nx);
+        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, Soa::Cluster(b"\x07cluster\x05local\x00"), None, &mut nx);
         let nh = Header::parse(&nx).unwrap();
         assert_eq!((nh.rcode(), nh.arcount), (3, 0));
         let soa = crate::wire::Records::new(&nx, &nh, qq.end).next().unwrap().unwrap();
