@@ -6,6 +6,8 @@ mod handler;
 pub mod http;
 mod tcp;
 mod udp;
+#[cfg(test)]
+mod never_worse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

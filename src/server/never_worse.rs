@@ -1,0 +1,446 @@
+//! "Never worse", as a property (issue 10): for every stub model in [`crate::policy::stubs`],
+//! every lookup name and search list, and any upstream behaviour per (name, type) — data, a
+//! CNAME, NXDOMAIN, NODATA, SERVFAIL, REFUSED, silence, TC with or without a working TCP — the
+//! stub's walk through podns
+//!
+//! - finds the same addresses whenever its walk straight to the upstream finds any
+//!   (a walk that fails on its own may succeed);
+//! - sends no more queries upstream than the walk straight to the upstream, unless it succeeds
+//!   where that walk failed. The collapse's TLD probes are not counted: they are asked once per
+//!   TLD for `--probe-ttl` and shared by every name and every client of the pod, so one lookup
+//!   cannot carry their cost (the pod lab counts them, and stays within the budget anyway).
+//!
+//! podns runs in-process with everything above the socket real (admission, the policies, the
+//! cache, coalescing, the attempt loop), its upstream a pure function of the query, on a paused
+//! clock, so a silent upstream costs no wall time. The upstream's cluster side follows the
+//! Kubernetes DNS schema (a name under the cluster domain exists only when its namespace or
+//! service does): podns relies on that schema, and a real cluster DNS cannot break it; its
+//! *failures* may hit any name, cluster names included.
+//!
+//! `PROPTEST_CASES` sets the number of worlds (64 in `cargo test`; CI runs a longer pass).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::{Name as HName, RData as HRData, Record as HRecord, RecordType};
+use proptest::prelude::*;
+
+use super::collapse::{Collapse, CollapseMode};
+use super::handler::{Admitted, Handler};
+use crate::cache::{Cache, CacheConfig};
+use crate::metrics::{CacheMetrics, Metrics, Proto};
+use crate::policy::aaaa::{AaaaMode, AaaaPolicy};
+use crate::policy::search::SearchConfig;
+use crate::policy::stubs::{self, Conf, Outcome, Query, RData, Record, Reply, Stub};
+use crate::resolver::Resolver;
+use crate::upstream::script::Script;
+use crate::upstream::{UpstreamConfig, Upstreams};
+use crate::wire::rtype;
+
+const CLUSTER: &str = "cluster.local.";
+const KUBELET_SEARCH: [&str; 3] = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"];
+const NODE_DOMAINS: [&str; 3] = ["corp.example", "nodata.example", "lab.internal"];
+/// What applications look up: FQDN-like names (two with a namespace-like TLD), short service
+/// names, a TLD, a private name, an absolute name.
+const LOOKUPS: [&str; 10] =
+    ["pypi.org", "files.example.com", "web.dev", "api.dev", "db", "postgresql-primary", "com", "x.db", "pypi.org.", "api"];
+/// Public names with data of their own (CNAME targets included).
+const PUBLIC: [&str; 10] = [
+    "pypi.org.",
+    "files.example.com.",
+    "web.dev.",
+    "api.dev.",
+    "db.",
+    "postgresql-primary.",
+    "com.",
+    "x.db.",
+    "api.",
+    "cdn.example.net.",
+];
+const CNAME_TARGET: &str = "cdn.example.net.";
+/// Services that may exist: (service, namespace).
+const SERVICES: [(&str, &str); 4] = [("api", "default"), ("db", "default"), ("postgresql-primary", "default"), ("web", "dev")];
+/// Namespaces besides `default` that may exist (`dev` and `com` are TLDs too).
+const NAMESPACES: [&str; 3] = ["dev", "com", "lab"];
+
+/// What a name holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    NxDomain,
+    NoData,
+    V4,
+    V6,
+    Dual,
+    /// A CNAME to [`CNAME_TARGET`].
+    Cname,
+}
+
+/// How the upstream misbehaves for one (name, type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    Servfail,
+    Refused,
+    Timeout,
+    /// UDP: TC without records; TCP: the answer.
+    Tc,
+    /// UDP: TC without records; TCP: silence.
+    TcNoTcp,
+}
+
+/// One upstream behaviour.
+#[derive(Debug, Clone)]
+struct World {
+    lookup: &'static str,
+    search: Vec<String>,
+    ndots: u8,
+    namespaces: Vec<&'static str>,
+    services: Vec<(&'static str, &'static str, bool)>,
+    public: HashMap<&'static str, Data>,
+    /// Per node domain: what the lookup's expansion under it holds, and what every other name
+    /// under it gets (NXDOMAIN or NODATA).
+    zones: HashMap<String, (Data, Data)>,
+    /// Faults by position in [`World::fault_keys`], cycled.
+    faults: Vec<Fault>,
+}
+
+fn data() -> impl Strategy<Value = Data> {
+    prop_oneof![
+        3 => Just(Data::NxDomain),
+        1 => Just(Data::NoData),
+        2 => Just(Data::V4),
+        1 => Just(Data::V6),
+        2 => Just(Data::Dual),
+        1 => Just(Data::Cname),
+    ]
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        20 => Just(Fault::None),
+        2 => Just(Fault::Servfail),
+        1 => Just(Fault::Refused),
+        1 => Just(Fault::Timeout),
+        1 => Just(Fault::Tc),
+        1 => Just(Fault::TcNoTcp),
+    ]
+}
+
+fn world() -> impl Strategy<Value = World> {
+    (
+        prop::sample::select(&LOOKUPS[..]),
+        prop::sample::subsequence(&NODE_DOMAINS[..], 0..=2),
+        prop::sample::select(vec![1u8, 2, 5]),
+        prop::sample::subsequence(&NAMESPACES[..], 0..=3),
+        prop::collection::vec((any::<bool>(), any::<bool>()), SERVICES.len()),
+        prop::collection::vec(data(), PUBLIC.len()),
+        prop::collection::vec((data(), prop_oneof![Just(Data::NxDomain), Just(Data::NoData)]), NODE_DOMAINS.len()),
+        prop::collection::vec(fault(), 48),
+    )
+        .prop_map(|(lookup, nodes, ndots, extra_ns, svc, public, zones, faults)| {
+            let mut namespaces = vec!["default"];
+            namespaces.extend(extra_ns);
+            let services = SERVICES
+                .iter()
+                .zip(svc)
+                .filter(|((_, ns), (exists, _))| *exists && namespaces.contains(ns))
+                .map(|(&(s, ns), (_, v6))| (s, ns, v6))
+                .collect();
+            let mut public: HashMap<&'static str, Data> = PUBLIC.iter().copied().zip(public).collect();
+            if public[CNAME_TARGET] == Data::Cname {
+                public.insert(CNAME_TARGET, Data::V4); // no loops
+            }
+            let zones = NODE_DOMAINS.iter().zip(zones).map(|(z, d)| (z.to_string(), d)).collect();
+            let mut search: Vec<String> = KUBELET_SEARCH.iter().map(|s| s.to_string()).collect();
+            search.extend(nodes.iter().map(|s| s.to_string()));
+            World { lookup, search, ndots, namespaces, services, public, zones, faults }
+        })
+}
+
+/// An address derived from the owner name, so every name's addresses are its own.
+fn addr_of(name: &str, v6: bool) -> IpAddr {
+    let h = name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, (h >> 16) as u16, h as u16, 0, 0, 0, 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(198, 19, (h >> 8) as u8, h as u8))
+    }
+}
+
+fn records_of(owner: &str, d: Data, qtype: u16, world: &World) -> Vec<Record> {
+    let rec = |v6: bool| Record {
+        owner: owner.to_string(),
+        rtype: if v6 { rtype::AAAA } else { rtype::A },
+        data: RData::Addr(addr_of(owner, v6)),
+    };
+    match (d, qtype) {
+        (Data::V4 | Data::Dual, rtype::A) => vec![rec(false)],
+        (Data::V6 | Data::Dual, rtype::AAAA) => vec![rec(true)],
+        (Data::Cname, _) => {
+            let mut v =
+                vec![Record { owner: owner.to_string(), rtype: rtype::CNAME, data: RData::Name(CNAME_TARGET.into()) }];
+            v.extend(records_of(CNAME_TARGET, world.public[CNAME_TARGET], qtype, world));
+            v
+        }
+        _ => vec![],
+    }
+}
+
+impl World {
+    fn conf(&self) -> Conf {
+        Conf { search: self.search.clone(), ndots: self.ndots, attempts: 2 }
+    }
+
+    /// What the name holds, by the cluster schema, the node domains and the public names.
+    fn data(&self, name: &str) -> Data {
+        if let Some(rest) = name.strip_suffix(CLUSTER) {
+            let labels: Vec<&str> = rest.trim_end_matches('.').split('.').filter(|l| !l.is_empty()).collect();
+            return match labels.as_slice() {
+                [] | ["svc"] | ["pod"] => Data::NoData,
+                [ns, "svc"] if self.namespaces.contains(ns) => Data::NoData,
+                [svc, ns, "svc"] => match self.services.iter().find(|(s, n, _)| s == svc && n == ns) {
+                    Some((_, _, true)) => Data::Dual,
+                    Some(_) => Data::V4,
+                    None => Data::NxDomain,
+                },
+                _ => Data::NxDomain,
+            };
+        }
+        for (zone, (expansion, rest)) in &self.zones {
+            if name.ends_with(&format!(".{zone}.")) {
+                let mine = format!("{}.{zone}.", self.lookup.trim_end_matches('.'));
+                return if name == mine { *expansion } else { *rest };
+            }
+        }
+        self.public.get(name).copied().unwrap_or(Data::NxDomain)
+    }
+
+    /// Faults cycle over the names in the order they are first asked, so each (name, type) has a
+    /// stable fault for the whole walk, whoever asks.
+    fn fault(&self, name: &str, qtype: u16, keys: &Mutex<Vec<(String, u16)>>) -> Fault {
+        let mut keys = keys.lock().unwrap();
+        let i = match keys.iter().position(|(n, t)| n == name && *t == qtype) {
+            Some(i) => i,
+            None => {
+                keys.push((name.to_string(), qtype));
+                keys.len() - 1
+            }
+        };
+        self.faults[i % self.faults.len()]
+    }
+
+    /// The upstream's reply to one query.
+    fn reply(&self, name: &str, qtype: u16, tcp: bool, keys: &Mutex<Vec<(String, u16)>>) -> Reply {
+        let tc = Reply::Msg { rcode: 0, tc: true, answers: vec![] };
+        match (self.fault(name, qtype, keys), tcp) {
+            (Fault::Servfail, _) => return Reply::Msg { rcode: 2, tc: false, answers: vec![] },
+            (Fault::Refused, _) => return Reply::Msg { rcode: 5, tc: false, answers: vec![] },
+            (Fault::Timeout, _) | (Fault::TcNoTcp, true) => return Reply::Timeout,
+            (Fault::Tc | Fault::TcNoTcp, false) => return tc,
+            _ => {}
+        }
+        match self.data(name) {
+            Data::NxDomain => Reply::Msg { rcode: 3, tc: false, answers: vec![] },
+            d => Reply::Msg { rcode: 0, tc: false, answers: records_of(name, d, qtype, self) },
+        }
+    }
+}
+
+/// Keys of the faults, shared by the direct walk and podns's upstream so a (name, type) fails
+/// the same way for both.
+type FaultKeys = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// The world as podns's scripted upstream: counts queries (probes apart) and answers in wire
+/// form.
+struct Scripted {
+    world: World,
+    keys: FaultKeys,
+    probes: BTreeSet<String>,
+    queries: AtomicUsize,
+}
+
+impl Script for Scripted {
+    fn reply(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let q = Message::from_vec(query).ok()?;
+        let question = q.queries.first()?.clone();
+        let name = question.name.to_ascii().to_ascii_lowercase();
+        let qtype = u16::from(question.query_type);
+        if !self.probes.contains(&name) {
+            self.queries.fetch_add(1, Ordering::Relaxed);
+        }
+        let (rcode, tc, answers) = match self.world.reply(&name, qtype, tcp, &self.keys) {
+            Reply::Timeout => return None,
+            Reply::Msg { rcode, tc, answers } => (rcode, tc, answers),
+        };
+        let mut m = Message::response(q.metadata.id, OpCode::Query);
+        m.metadata.message_type = MessageType::Response;
+        m.metadata.recursion_desired = q.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.metadata.truncation = tc;
+        m.metadata.response_code = ResponseCode::from(0, rcode as u8);
+        m.add_query(question);
+        for r in &answers {
+            m.add_answer(to_hickory(r));
+        }
+        if q.edns.is_some() {
+            m.set_edns(hickory_proto::op::Edns::new());
+        }
+        m.to_vec().ok()
+    }
+}
+
+fn to_hickory(r: &Record) -> HRecord {
+    let owner = HName::from_ascii(&r.owner).expect("owner");
+    let data = match (&r.data, r.rtype) {
+        (RData::Addr(IpAddr::V4(a)), _) => HRData::A(A(*a)),
+        (RData::Addr(IpAddr::V6(a)), _) => HRData::AAAA(AAAA(*a)),
+        (RData::Name(n), _) => HRData::CNAME(CNAME(HName::from_ascii(n).expect("target"))),
+    };
+    HRecord::from_rdata(owner, 60, data)
+}
+
+fn from_hickory(m: &Message) -> Reply {
+    let answers = m
+        .answers
+        .iter()
+        .filter_map(|r| {
+            let data = match &r.data {
+                HRData::A(a) => RData::Addr(IpAddr::V4(a.0)),
+                HRData::AAAA(a) => RData::Addr(IpAddr::V6(a.0)),
+                HRData::CNAME(c) => RData::Name(c.0.to_ascii().to_ascii_lowercase()),
+                _ => return None,
+            };
+            Some(Record { owner: r.name.to_ascii().to_ascii_lowercase(), rtype: u16::from(r.record_type()), data })
+        })
+        .collect();
+    Reply::Msg { rcode: u16::from(m.metadata.response_code.low()), tc: m.metadata.truncation, answers }
+}
+
+/// A podns for the world's pod, as `podns` with its defaults would run.
+fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
+    let upstream_cfg = UpstreamConfig {
+        addrs: Vec::new(),
+        attempt_timeout: Duration::from_millis(800),
+        query_timeout: Duration::from_secs(2),
+        sockets: 1,
+        rotate: Duration::from_secs(60),
+        tcp_idle: Duration::from_secs(10),
+    };
+    let cache = Cache::new(
+        CacheConfig {
+            max_bytes: 1 << 20,
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(3600),
+            max_negative_ttl: Duration::from_secs(300),
+            serve_stale: Duration::from_secs(3600),
+        },
+        CacheMetrics::new(),
+    );
+    let metrics = Arc::new(Metrics::new());
+    let resolver = Arc::new(Resolver::new(
+        Upstreams::scripted(&upstream_cfg, vec![script]),
+        cache,
+        Duration::from_secs(5),
+        CacheMetrics::new(),
+        metrics.clone(),
+    ));
+    let aaaa = AaaaPolicy {
+        mode: AaaaMode::Fix,
+        types: vec![rtype::AAAA],
+        nodata_for: vec![],
+        synth_ttl: Duration::from_secs(30),
+        timeout: Duration::from_millis(400),
+    };
+    let search = SearchConfig::new(&world.search, world.ndots, "cluster.local").expect("search list");
+    let collapse = Collapse::new(search, CollapseMode::On, None, Duration::from_secs(60), 30);
+    Arc::new(Handler::new(resolver, metrics, 4096, aaaa, Some(collapse)))
+}
+
+/// One query through podns, as a client sends it (UDP or TCP, no EDNS).
+async fn ask_podns(handler: &Arc<Handler>, q: &Query, id: u16) -> Reply {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(HQuery::query(HName::from_ascii(&q.name).expect("name"), RecordType::from(q.qtype)));
+    let bytes = m.to_vec().expect("query");
+    let proto = if q.tcp { Proto::Tcp } else { Proto::Udp };
+    let mut out = BytesMut::new();
+    let reply = match handler.admit(&bytes, proto, false, &mut out) {
+        Admitted::Dropped => return Reply::Timeout,
+        Admitted::Answered { .. } => out,
+        Admitted::Forward(pq, _guard) => {
+            let mut msg = BytesMut::from(&bytes[..]);
+            handler.forward(&mut msg, &pq, proto).await.bytes
+        }
+    };
+    match Message::from_vec(&reply) {
+        Ok(m) if m.metadata.id == id => from_hickory(&m),
+        _ => Reply::Timeout,
+    }
+}
+
+/// The stub's walk straight to the upstream, and through podns: (direct, through podns, the
+/// upstream queries podns sent without its probes).
+fn walks(stub: Stub, world: &World) -> (stubs::Walk, stubs::Walk, usize) {
+    let conf = world.conf();
+    let keys: FaultKeys = Arc::new(Mutex::new(Vec::new()));
+    let direct = stubs::walk(stub, world.lookup, &conf, &mut |q: &Query| world.reply(&q.name, q.qtype, q.tcp, &keys));
+    let probes = probe_names(world);
+    let script = Arc::new(Scripted { world: world.clone(), keys, probes, queries: AtomicUsize::new(0) });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+    let handler = rt.block_on(async { podns(world, script.clone()) });
+    let mut id = 0u16;
+    let via = stubs::walk(stub, world.lookup, &conf, &mut |q: &Query| {
+        id = id.wrapping_add(1);
+        rt.block_on(ask_podns(&handler, q, id))
+    });
+    (direct, via, script.queries.load(Ordering::Relaxed))
+}
+
+/// The TLD probe names the collapse may ask for the lookup name.
+fn probe_names(world: &World) -> BTreeSet<String> {
+    let name = world.lookup.trim_end_matches('.');
+    let tld = name.rsplit('.').next().unwrap_or(name);
+    [format!("{tld}.svc.{CLUSTER}"), format!("{tld}.default.svc.{CLUSTER}")].into_iter().collect()
+}
+
+fn addresses(o: &Outcome) -> Option<&BTreeSet<IpAddr>> {
+    match o {
+        Outcome::Found(a) => Some(a),
+        _ => None,
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_worse_than_the_stubs_own_walk(world in world()) {
+        for stub in Stub::ALL {
+            let (direct, via, upstream) = walks(stub, &world);
+            if let Some(found) = addresses(&direct.outcome) {
+                prop_assert_eq!(
+                    addresses(&via.outcome), Some(found),
+                    "{}: found {:?} without podns, {:?} through it\nworld: {:#?}\ndirect: {:?}\nvia: {:?}",
+                    stub.name(), found, via.outcome, world, direct.queries, via.queries
+                );
+            }
+            let fixed = addresses(&direct.outcome).is_none() && addresses(&via.outcome).is_some();
+            prop_assert!(
+                fixed || upstream <= direct.queries.len(),
+                "{}: {} upstream queries through podns, {} without\nworld: {:#?}\ndirect: {:?}\nvia: {:?}",
+                stub.name(), upstream, direct.queries.len(), world, direct.queries, via.queries
+            );
+        }
+    }
+}
