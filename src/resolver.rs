@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::cache::{Cache, Entry, Key, KeyRef, key_flags};
-use crate::error::ResolveError;
+use crate::error::{ResolveError, UpstreamError};
 use crate::metrics::{CacheMetrics, Metrics, Source};
 use crate::policy::aaaa::Reason;
 use crate::policy::root::{self, RootDenial};
@@ -149,8 +149,9 @@ impl Resolver {
     /// Like [`Resolver::resolve`] for a query already known to have no live cache entry (client
     /// queries are looked up once, in admission): upstream, or a stale entry if that fails.
     ///
-    /// When every upstream fails a single-label name and nothing stale is cached, the answer is
-    /// what the root zone would give ([`crate::policy::root`]).
+    /// When every upstream fails a single-label name, one of them by answering SERVFAIL or
+    /// REFUSED, and nothing stale is cached, the answer is what the root zone would give
+    /// ([`crate::policy::root`]).
     pub async fn resolve_miss(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Result<Resolved, ResolveError> {
         let e = match self.coalesced(msg, q, tcp).await {
             Ok(bytes) => return Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
@@ -160,6 +161,13 @@ impl Resolver {
         if let Some((cache, entry)) = self.cache.as_ref().and_then(|c| Some((c, c.stale(&key_of(msg, q), now)?))) {
             cache.served_stale();
             return Ok(Resolved { reply: entry.reply_at(now, true), source: Source::Stale });
+        }
+        // Only when an upstream *answered* with a failure (systemd-resolved's SERVFAIL for
+        // single-label names): silence cannot be told from an outage, and claiming a name
+        // missing while cluster DNS is down would turn the application's "try again"
+        // (EAI_AGAIN) into "no such name" (EAI_NONAME), which some cache.
+        if !matches!(e, ResolveError::Exhausted(UpstreamError::Rcode(..))) {
+            return Err(e);
         }
         let Some(denial) = root::denial(q.question.name(msg)) else { return Err(e) };
         let rc = match denial {

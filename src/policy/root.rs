@@ -18,6 +18,11 @@
 //! would have, instead of failing the whole lookup. It is only ever given in place of a failure,
 //! so no lookup that worked without podns can lose an answer to it.
 //!
+//! Only a failure an upstream *answered* (SERVFAIL, REFUSED) counts; the lookup layer checks
+//! that. Silence cannot be told from an outage, and while cluster DNS is down a lookup must fail
+//! as "try again" (glibc `EAI_AGAIN`), not as "no such name" (`EAI_NONAME`), which applications
+//! and caches keep.
+//!
 //! **Names of two or more labels under a label that is not a TLD (`x.db.`, `api.corp.`) are
 //! left alone**: they cannot exist in the public DNS either, but they are exactly the names
 //! private zones serve (split-horizon corporate DNS, CoreDNS stub domains, `forward corp. …`),

@@ -4,10 +4,10 @@ mod aaaa;
 mod collapse;
 mod handler;
 pub mod http;
-mod tcp;
-mod udp;
 #[cfg(test)]
 mod never_worse;
+mod tcp;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

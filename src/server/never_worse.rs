@@ -48,8 +48,18 @@ const KUBELET_SEARCH: [&str; 3] = ["default.svc.cluster.local", "svc.cluster.loc
 const NODE_DOMAINS: [&str; 3] = ["corp.example", "nodata.example", "lab.internal"];
 /// What applications look up: FQDN-like names (two with a namespace-like TLD), short service
 /// names, a TLD, a private name, an absolute name.
-const LOOKUPS: [&str; 10] =
-    ["pypi.org", "files.example.com", "web.dev", "api.dev", "db", "postgresql-primary", "com", "x.db", "pypi.org.", "api"];
+const LOOKUPS: [&str; 10] = [
+    "pypi.org",
+    "files.example.com",
+    "web.dev",
+    "api.dev",
+    "db",
+    "postgresql-primary",
+    "com",
+    "x.db",
+    "pypi.org.",
+    "api",
+];
 /// Public names with data of their own (CNAME targets included).
 const PUBLIC: [&str; 10] = [
     "pypi.org.",
@@ -65,7 +75,8 @@ const PUBLIC: [&str; 10] = [
 ];
 const CNAME_TARGET: &str = "cdn.example.net.";
 /// Services that may exist: (service, namespace).
-const SERVICES: [(&str, &str); 4] = [("api", "default"), ("db", "default"), ("postgresql-primary", "default"), ("web", "dev")];
+const SERVICES: [(&str, &str); 4] =
+    [("api", "default"), ("db", "default"), ("postgresql-primary", "default"), ("web", "dev")];
 /// Namespaces besides `default` that may exist (`dev` and `com` are TLDs too).
 const NAMESPACES: [&str; 3] = ["dev", "com", "lab"];
 

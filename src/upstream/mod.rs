@@ -192,7 +192,11 @@ impl Upstreams {
             let ex = match self.attempt(up, query, parsed, tcp, deadline).await {
                 Ok(ex) => ex,
                 Err(e) => {
-                    last = Some(e);
+                    // An upstream's answer (SERVFAIL, REFUSED) says more than a later silence:
+                    // the policies tell "the resolver refuses this name" from "it is down".
+                    if !matches!(last, Some(UpstreamError::Rcode(..))) {
+                        last = Some(e);
+                    }
                     continue;
                 }
             };
