@@ -4,5 +4,6 @@
 pub mod aaaa;
 mod admit;
 pub mod search;
+pub mod stubs;
 
 pub use admit::{Admission, ParsedQuery, admit};
