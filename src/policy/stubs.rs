@@ -1348,3 +1348,490 @@ fn hickory(net: &mut Net, input: &Input, conf: &Conf) -> Outcome {
         HickoryErr::Other => Outcome::Failed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: u16 = rtype::A;
+    const AAAA: u16 = rtype::AAAA;
+
+    /// An upstream: replies per (name, type, transport), NXDOMAIN for anything not listed.
+    #[derive(Default)]
+    struct Zone(Vec<(String, u16, Option<bool>, Reply)>);
+
+    impl Zone {
+        fn set(mut self, name: &str, qtype: u16, reply: Reply) -> Self {
+            self.0.push((name.to_string(), qtype, None, reply));
+            self
+        }
+        fn on(mut self, name: &str, qtype: u16, tcp: bool, reply: Reply) -> Self {
+            self.0.push((name.to_string(), qtype, Some(tcp), reply));
+            self
+        }
+        /// The same reply for A and AAAA.
+        fn both(self, name: &str, reply: Reply) -> Self {
+            self.set(name, A, reply.clone()).set(name, AAAA, reply)
+        }
+        /// A host with one address of each family.
+        fn host(self, name: &str, v4: &str, v6: &str) -> Self {
+            self.set(name, A, data(&[rec(name, v4)])).set(name, AAAA, data(&[rec(name, v6)]))
+        }
+        fn reply(&self, q: &Query) -> Reply {
+            self.0
+                .iter()
+                .rev()
+                .find(|(n, t, tcp, _)| *n == q.name && *t == q.qtype && tcp.is_none_or(|tcp| tcp == q.tcp))
+                .map_or_else(|| Reply::rcode(rcode::NXDOMAIN), |e| e.3.clone())
+        }
+    }
+
+    fn rec(owner: &str, ip: &str) -> Record {
+        Record::addr(owner, ip.parse().unwrap())
+    }
+    fn data(recs: &[Record]) -> Reply {
+        Reply::answer(recs.to_vec())
+    }
+    fn nodata() -> Reply {
+        Reply::answer(Vec::new())
+    }
+    fn servfail() -> Reply {
+        Reply::rcode(rcode::SERVFAIL)
+    }
+    fn truncated(recs: &[Record]) -> Reply {
+        Reply::Msg { rcode: rcode::NOERROR, tc: true, answers: recs.to_vec() }
+    }
+    fn found(ips: &[&str]) -> Outcome {
+        Outcome::Found(ips.iter().map(|s| s.parse().unwrap()).collect())
+    }
+
+    /// kubelet's ClusterFirst list plus a node domain.
+    fn k8s() -> Conf {
+        Conf {
+            search: ["default.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]
+                .map(String::from)
+                .to_vec(),
+            ndots: 5,
+            attempts: 2,
+        }
+    }
+
+    fn run(stub: Stub, name: &str, conf: &Conf, zone: &Zone) -> Walk {
+        walk(stub, name, conf, &mut |q| zone.reply(q))
+    }
+
+    fn names(w: &Walk) -> Vec<&str> {
+        w.queries.iter().map(|q| q.name.as_str()).collect()
+    }
+
+    /// Runs every stub and checks its outcome (and query count where given).
+    fn check(name: &str, conf: &Conf, zone: &Zone, expect: &[(Stub, Outcome, Option<usize>)]) {
+        for (stub, outcome, count) in expect {
+            let w = run(*stub, name, conf, zone);
+            assert_eq!(&w.outcome, outcome, "{} outcome; queries {:?}", stub.name(), w.queries);
+            if let Some(n) = count {
+                assert_eq!(w.queries.len(), *n, "{} query count: {:?}", stub.name(), w.queries);
+            }
+        }
+    }
+
+    #[test]
+    fn stub_names_round_trip() {
+        for s in Stub::ALL {
+            assert_eq!(Stub::parse(s.name()), Some(s));
+        }
+        assert_eq!(Stub::parse("cares-old"), Some(Stub::CaresOld));
+        assert_eq!(Stub::parse("bind"), None);
+    }
+
+    #[test]
+    fn ip_literal_asks_nothing() {
+        for s in Stub::ALL {
+            let w = run(s, "10.0.0.1", &k8s(), &Zone::default());
+            assert_eq!(w.outcome, found(&["10.0.0.1"]), "{}", s.name());
+            assert!(w.queries.is_empty());
+        }
+    }
+
+    /// Issue 10, case 1: a node search domain answers NODATA for everything.
+    #[test]
+    fn nodata_candidate_glibc_skips_musl_stops() {
+        let zone = Zone::default().both("pypi.org.corp.example.", nodata()).host("pypi.org.", "198.19.1.1", "fd00::1");
+        let both = found(&["198.19.1.1", "fd00::1"]);
+        check(
+            "pypi.org",
+            &k8s(),
+            &zone,
+            &[
+                (Stub::Glibc, both.clone(), Some(10)),
+                (Stub::Musl, Outcome::NotFound, Some(8)),
+                (Stub::Cares, both.clone(), Some(10)),
+                // AAAA walk only: it found an AAAA, so A is never asked
+                (Stub::CaresOld, found(&["fd00::1"]), Some(5)),
+                (Stub::Go, both.clone(), Some(10)),
+                (Stub::Hickory, both, Some(10)),
+            ],
+        );
+        let w = run(Stub::Glibc, "pypi.org", &k8s(), &zone);
+        assert_eq!(w.queries[0], Query { name: "pypi.org.default.svc.cluster.local.".into(), qtype: A, tcp: false });
+        assert_eq!(names(&w)[8], "pypi.org.");
+    }
+
+    /// An answer with ANCOUNT > 0 ends glibc's walk even when it is only a CNAME.
+    #[test]
+    fn cname_only_answer() {
+        let first = "pypi.org.default.svc.cluster.local.";
+        let zone = Zone::default().both(first, data(&[Record::cname(first, "pypi.org.corp.example.")])).host(
+            "pypi.org.",
+            "198.19.1.1",
+            "fd00::1",
+        );
+        let both = found(&["198.19.1.1", "fd00::1"]);
+        check(
+            "pypi.org",
+            &k8s(),
+            &zone,
+            &[
+                (Stub::Glibc, Outcome::NotFound, Some(2)),
+                (Stub::Musl, Outcome::NotFound, Some(2)),
+                (Stub::Cares, both.clone(), Some(10)),
+                // the CNAME answer ends both walks; A's success has no address
+                (Stub::CaresOld, Outcome::NotFound, Some(2)),
+                (Stub::Go, both.clone(), Some(10)),
+                // follows the CNAME itself (NXDOMAIN), then walks on
+                (Stub::Hickory, both, Some(12)),
+            ],
+        );
+        let w = run(Stub::Hickory, "pypi.org", &k8s(), &zone);
+        assert!(w.queries.iter().any(|q| q.name == "pypi.org.corp.example." && q.qtype == AAAA));
+    }
+
+    /// hickory asks for a CNAME's target when the answer stops at the alias.
+    #[test]
+    fn hickory_follows_cname_to_its_target() {
+        let zone = Zone::default().both("www.example.", data(&[Record::cname("www.example.", "cdn.example.")])).host(
+            "cdn.example.",
+            "198.19.2.2",
+            "fd00::2",
+        );
+        let w = run(Stub::Hickory, "www.example.", &Conf::default(), &zone);
+        assert_eq!(w.outcome, found(&["198.19.2.2", "fd00::2"]));
+        assert_eq!(names(&w), ["www.example.", "www.example.", "cdn.example.", "cdn.example."]);
+        assert_eq!(run(Stub::Glibc, "www.example.", &Conf::default(), &zone).outcome, Outcome::NotFound);
+    }
+
+    /// Issue 10, case 2 (pgbouncer on c-ares 1.13): the AAAA walk reaches the bare name,
+    /// which the node resolver SERVFAILs, and the A of the first candidate is never asked.
+    #[test]
+    fn cares_old_aaaa_walk_ends_in_servfail() {
+        let conf = Conf { search: k8s().search[..3].to_vec(), ..k8s() };
+        let svc = "postgresql-primary.default.svc.cluster.local.";
+        let zone = Zone::default()
+            .set(svc, A, data(&[rec(svc, "10.96.0.7")]))
+            .set(svc, AAAA, nodata())
+            .both("postgresql-primary.", servfail());
+        let v4 = found(&["10.96.0.7"]);
+        check(
+            "postgresql-primary",
+            &conf,
+            &zone,
+            &[
+                (Stub::CaresOld, Outcome::Failed, Some(5)),
+                (Stub::Glibc, v4.clone(), Some(2)),
+                (Stub::Musl, v4.clone(), Some(2)),
+                (Stub::Cares, v4.clone(), Some(2)),
+                (Stub::Go, v4.clone(), Some(2)),
+                (Stub::Hickory, v4, Some(2)),
+            ],
+        );
+        let w = run(Stub::CaresOld, "postgresql-primary", &conf, &zone);
+        assert!(w.queries.iter().all(|q| q.qtype == AAAA), "{:?}", w.queries);
+        assert_eq!(names(&w)[3..], ["postgresql-primary.", "postgresql-primary."]);
+    }
+
+    /// A SERVFAIL in the middle of the search list.
+    #[test]
+    fn servfail_on_middle_candidate() {
+        let zone =
+            Zone::default().both("pypi.org.svc.cluster.local.", servfail()).host("pypi.org.", "198.19.1.1", "fd00::1");
+        let both = found(&["198.19.1.1", "fd00::1"]);
+        check(
+            "pypi.org",
+            &k8s(),
+            &zone,
+            &[
+                // dropped SERVFAILs: the pair is sent `attempts` times, then the walk goes on
+                (Stub::Glibc, both.clone(), Some(2 + 4 + 2 + 2 + 2)),
+                // 2 rounds of (2 sends + 4 immediate SERVFAIL re-sends), then EAI_AGAIN
+                (Stub::Musl, Outcome::Failed, Some(2 + 12)),
+                (Stub::Cares, Outcome::Failed, Some(2 + 4)),
+                (Stub::CaresOld, Outcome::Failed, Some(1 + 2)),
+                (Stub::Go, both.clone(), Some(2 + 4 + 2 + 2 + 2)),
+                // attempts + 1 tries per type
+                (Stub::Hickory, both, Some(2 + 6 + 2 + 2 + 2)),
+            ],
+        );
+    }
+
+    /// glibc: a SERVFAIL candidate makes the final answer EAI_AGAIN unless one gave NODATA.
+    #[test]
+    fn glibc_final_herrno() {
+        let conf = Conf { search: vec!["a.example".into(), "b.example".into()], ndots: 1, attempts: 1 };
+        let sf = Zone::default().both("web.a.example.", servfail());
+        assert_eq!(run(Stub::Glibc, "web", &conf, &sf).outcome, Outcome::Failed);
+        let sf_nodata = Zone::default().both("web.a.example.", servfail()).both("web.b.example.", nodata());
+        assert_eq!(run(Stub::Glibc, "web", &conf, &sf_nodata).outcome, Outcome::NotFound);
+        // REFUSED is not SERVFAIL: the list stops, the bare name is still asked
+        let refused = Zone::default().both("web.a.example.", Reply::rcode(rcode::REFUSED));
+        let w = run(Stub::Glibc, "web", &conf, &refused);
+        assert_eq!(names(&w), ["web.a.example.", "web.a.example.", "web.", "web."]);
+        assert_eq!(w.outcome, Outcome::NotFound);
+    }
+
+    /// A timeout ends glibc's search list, yet it asks the bare name; musl fails at once.
+    #[test]
+    fn timeout_on_first_candidate() {
+        let zone = Zone::default().both("pypi.org.default.svc.cluster.local.", Reply::Timeout).host(
+            "pypi.org.svc.cluster.local.",
+            "10.0.0.9",
+            "fd00::9",
+        );
+        let glibc = run(Stub::Glibc, "pypi.org", &k8s(), &zone);
+        assert_eq!(glibc.outcome, Outcome::NotFound);
+        assert_eq!(names(&glibc)[4..], ["pypi.org.", "pypi.org."]);
+        assert_eq!(glibc.queries.len(), 6);
+        check(
+            "pypi.org",
+            &k8s(),
+            &zone,
+            &[
+                (Stub::Musl, Outcome::Failed, Some(4)),
+                (Stub::Cares, Outcome::Failed, Some(4)),
+                // AAAA timed out: c-ares 1.13 starts the A walk, which times out too
+                (Stub::CaresOld, Outcome::Failed, Some(4)),
+                (Stub::Go, found(&["10.0.0.9", "fd00::9"]), Some(6)),
+                // 3 UDP copies per try, 3 tries, per type
+                (Stub::Hickory, found(&["10.0.0.9", "fd00::9"]), Some(18 + 2)),
+            ],
+        );
+    }
+
+    /// Only the AAAA query times out.
+    #[test]
+    fn aaaa_timeout_with_a_answered() {
+        let zone = Zone::default().set("db.example.", A, data(&[rec("db.example.", "10.1.1.1")])).set(
+            "db.example.",
+            AAAA,
+            Reply::Timeout,
+        );
+        let v4 = found(&["10.1.1.1"]);
+        check(
+            "db.example.",
+            &Conf::default(),
+            &zone,
+            &[
+                // timeout after one reply: single-request, then single-request-reopen, then A alone
+                (Stub::Glibc, v4.clone(), Some(6)),
+                (Stub::Musl, Outcome::Failed, Some(3)),
+                // A found IPv4: AAAA is not retried (terminate_retries)
+                (Stub::Cares, v4.clone(), Some(2)),
+                (Stub::CaresOld, v4.clone(), Some(2 + 1)),
+                (Stub::Go, v4.clone(), Some(3)),
+                (Stub::Hickory, v4, Some(9 + 1)),
+            ],
+        );
+    }
+
+    /// Truncated UDP answers: everyone but musl 1.2.3 asks again over TCP.
+    #[test]
+    fn truncation_and_tcp() {
+        let n = "big.example.";
+        let full = [rec(n, "198.19.0.1"), rec(n, "198.19.0.2")];
+        let full6 = [rec(n, "fd00::1"), rec(n, "fd00::2")];
+        let zone = Zone::default()
+            .on(n, A, false, truncated(&full[..1]))
+            .on(n, A, true, data(&full))
+            .on(n, AAAA, false, truncated(&full6[..1]))
+            .on(n, AAAA, true, data(&full6));
+        let all = found(&["198.19.0.1", "198.19.0.2", "fd00::1", "fd00::2"]);
+        check(
+            n,
+            &Conf::default(),
+            &zone,
+            &[
+                (Stub::Glibc, all.clone(), Some(4)),
+                (Stub::Musl, found(&["198.19.0.1", "fd00::1"]), Some(2)),
+                (Stub::Cares, all.clone(), Some(4)),
+                (Stub::CaresOld, found(&["fd00::1", "fd00::2"]), Some(2)),
+                (Stub::Go, all.clone(), Some(4)),
+                (Stub::Hickory, all, Some(4)),
+            ],
+        );
+        let glibc = run(Stub::Glibc, n, &Conf::default(), &zone);
+        let tcp: Vec<bool> = glibc.queries.iter().map(|q| q.tcp).collect();
+        assert_eq!(tcp, [false, false, true, true]);
+        assert!(run(Stub::Musl, n, &Conf::default(), &zone).queries.iter().all(|q| !q.tcp));
+    }
+
+    #[test]
+    fn absolute_name_asks_no_search_candidate() {
+        let zone = Zone::default();
+        for s in Stub::ALL {
+            let w = run(s, "pypi.org.", &k8s(), &zone);
+            assert_eq!(w.outcome, Outcome::NotFound, "{}", s.name());
+            assert!(!w.queries.is_empty());
+            assert!(w.queries.iter().all(|q| q.name == "pypi.org."), "{}: {:?}", s.name(), w.queries);
+        }
+    }
+
+    #[test]
+    fn enough_dots_asks_the_name_first() {
+        let conf = Conf { ndots: 1, ..k8s() };
+        let zone = Zone::default().host("pypi.org.", "198.19.1.1", "fd00::1");
+        for s in Stub::ALL {
+            let w = run(s, "pypi.org", &conf, &zone);
+            // c-ares 1.13 stops after the AAAA it found
+            let asked: &[&str] = if s == Stub::CaresOld { &["pypi.org."] } else { &["pypi.org.", "pypi.org."] };
+            assert_eq!(names(&w), asked, "{}", s.name());
+            let expect = if s == Stub::CaresOld { found(&["fd00::1"]) } else { found(&["198.19.1.1", "fd00::1"]) };
+            assert_eq!(w.outcome, expect, "{}", s.name());
+        }
+        // The name missing: glibc, c-ares, Go and hickory walk the search list after it, musl does not.
+        let empty = Zone::default();
+        let musl = run(Stub::Musl, "pypi.org", &conf, &empty);
+        assert_eq!(names(&musl), ["pypi.org.", "pypi.org."]);
+        for s in [Stub::Glibc, Stub::Cares, Stub::Go, Stub::Hickory] {
+            let w = run(s, "pypi.org", &conf, &empty);
+            assert_eq!(w.queries.len(), 10, "{}", s.name());
+            assert_eq!(names(&w).last(), Some(&"pypi.org.corp.example."), "{}", s.name());
+        }
+    }
+
+    /// c-ares >= 1.16 walks on after SERVFAIL only for a single-label name (systemd-resolved).
+    #[test]
+    fn cares_single_label_servfail_goes_on() {
+        let conf = Conf { search: vec!["corp.example".into()], ndots: 0, attempts: 1 };
+        let zone = Zone::default().both("db.", servfail()).both("db.x.", servfail()).host(
+            "db.corp.example.",
+            "10.2.2.2",
+            "fd00::22",
+        );
+        assert_eq!(run(Stub::Cares, "db", &conf, &zone).outcome, found(&["10.2.2.2", "fd00::22"]));
+        let zone = zone.host("db.x.corp.example.", "10.3.3.3", "fd00::33");
+        assert_eq!(run(Stub::Cares, "db.x", &conf, &zone).outcome, Outcome::Failed);
+    }
+
+    /// c-ares >= 1.16: the query that completes last decides (the lab's "aaaa-servfail-missing").
+    #[test]
+    fn cares_a_nxdomain_aaaa_servfail_fails() {
+        let zone = Zone::default().set("gone.example.", AAAA, servfail());
+        let w = run(Stub::Cares, "gone.example.", &Conf::default(), &zone);
+        assert_eq!(w.outcome, Outcome::Failed);
+        assert_eq!(w.queries.len(), 1 + 2);
+        // glibc drops the SERVFAIL and keeps the NXDOMAIN
+        assert_eq!(run(Stub::Glibc, "gone.example.", &Conf::default(), &zone).outcome, Outcome::NotFound);
+    }
+
+    /// musl checks A's reply first: NXDOMAIN there moves on whatever AAAA did.
+    #[test]
+    fn musl_a_nxdomain_moves_on() {
+        let conf = Conf { search: vec!["a.example".into()], ndots: 1, attempts: 1 };
+        let zone = Zone::default().set("web.a.example.", AAAA, Reply::Timeout).host("web.", "10.4.4.4", "fd00::44");
+        let w = run(Stub::Musl, "web", &conf, &zone);
+        assert_eq!(w.outcome, found(&["10.4.4.4", "fd00::44"]));
+        assert_eq!(names(&w), ["web.a.example.", "web.a.example.", "web.", "web."]);
+        // AAAA NXDOMAIN but A SERVFAIL: A never gets an accepted reply → EAI_AGAIN
+        let zone = Zone::default().set("web.a.example.", A, servfail()).host("web.", "10.4.4.4", "fd00::44");
+        assert_eq!(run(Stub::Musl, "web", &conf, &zone).outcome, Outcome::Failed);
+    }
+
+    /// An address record whose owner is not on the CNAME chain.
+    #[test]
+    fn address_off_the_chain() {
+        let n = "app.example.";
+        let zone =
+            Zone::default().both(n, data(&[rec("other.example.", "10.5.5.5"), rec("other.example.", "fd00::55")]));
+        let any = found(&["10.5.5.5", "fd00::55"]);
+        check(
+            n,
+            &Conf::default(),
+            &zone,
+            &[
+                (Stub::Glibc, any.clone(), None),
+                (Stub::Musl, any.clone(), None),
+                (Stub::Cares, any.clone(), None),
+                // owner must be the question (or a CNAME target): AAAA success without address,
+                // then A the same → success with no address
+                (Stub::CaresOld, Outcome::NotFound, Some(2)),
+                (Stub::Go, any, None),
+                // no record of the type at the name and no CNAME: NoRecordsFound
+                (Stub::Hickory, Outcome::NotFound, Some(2)),
+            ],
+        );
+        // ... and one reached through a CNAME
+        let chained = Zone::default().both(
+            n,
+            data(&[
+                Record::cname(n, "edge.example."),
+                rec("edge.example.", "10.6.6.6"),
+                rec("edge.example.", "fd00::66"),
+            ]),
+        );
+        for s in Stub::ALL {
+            let expect = if s == Stub::CaresOld { found(&["fd00::66"]) } else { found(&["10.6.6.6", "fd00::66"]) };
+            let w = run(s, n, &Conf::default(), &chained);
+            assert_eq!(w.outcome, expect, "{}", s.name());
+            assert_eq!(w.queries.len(), if s == Stub::CaresOld { 1 } else { 2 }, "{}", s.name());
+        }
+    }
+
+    /// Query counts when every reply is SERVFAIL, with attempts:3.
+    #[test]
+    fn servfail_retries() {
+        let conf = Conf { attempts: 3, ..Conf::default() };
+        let zone = Zone::default().both("down.example.", servfail());
+        check(
+            "down.example.",
+            &conf,
+            &zone,
+            &[
+                (Stub::Glibc, Outcome::Failed, Some(6)),
+                (Stub::Musl, Outcome::Failed, Some(3 * 6)),
+                (Stub::Cares, Outcome::Failed, Some(6)),
+                // ECONNREFUSED after the AAAA tries; no A walk
+                (Stub::CaresOld, Outcome::Failed, Some(3)),
+                (Stub::Go, Outcome::Failed, Some(6)),
+                (Stub::Hickory, Outcome::Failed, Some(8)),
+            ],
+        );
+    }
+
+    /// c-ares 1.13 asks A after an AAAA walk that ended in NODATA, from the first candidate.
+    #[test]
+    fn cares_old_a_walk_after_nodata() {
+        let conf = Conf { search: vec!["a.example".into(), "b.example".into()], ndots: 1, attempts: 1 };
+        let zone = Zone::default().set("web.a.example.", AAAA, nodata()).set(
+            "web.a.example.",
+            A,
+            data(&[rec("web.a.example.", "10.7.7.7")]),
+        );
+        let w = run(Stub::CaresOld, "web", &conf, &zone);
+        assert_eq!(w.outcome, found(&["10.7.7.7"]));
+        let asked: Vec<(&str, u16)> = w.queries.iter().map(|q| (q.name.as_str(), q.qtype)).collect();
+        assert_eq!(asked, [("web.a.example.", AAAA), ("web.b.example.", AAAA), ("web.", AAAA), ("web.a.example.", A)]);
+        // NXDOMAIN everywhere for AAAA: the lookup ends ENOTFOUND without asking A
+        let w = run(Stub::CaresOld, "web", &conf, &Zone::default());
+        assert_eq!(w.outcome, Outcome::NotFound);
+        assert!(w.queries.iter().all(|q| q.qtype == AAAA));
+    }
+
+    /// Go reports the bare name's error: a SERVFAIL candidate then NXDOMAIN is "no such host".
+    #[test]
+    fn go_prefers_the_original_names_error() {
+        let conf = Conf { search: vec!["a.example".into()], ndots: 1, attempts: 1 };
+        let zone = Zone::default().both("web.a.example.", servfail());
+        assert_eq!(run(Stub::Go, "web", &conf, &zone).outcome, Outcome::NotFound);
+        let zone = Zone::default().both("web.", servfail());
+        assert_eq!(run(Stub::Go, "web", &conf, &zone).outcome, Outcome::Failed);
+    }
+}
