@@ -6,5 +6,6 @@ mod admit;
 pub mod collapse;
 pub mod root;
 pub mod search;
+pub mod stubs;
 
 pub use admit::{Admission, ParsedQuery, admit};
