@@ -17,7 +17,7 @@ use crate::policy::aaaa::Reason;
 use crate::policy::root::{self, RootDenial};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::upstream::Upstreams;
-use crate::wire::{OUR_UDP_SIZE, Soa, negative_reply, rcode, write_opt, write_query};
+use crate::wire::{Header, OUR_UDP_SIZE, Soa, negative_reply, rcode, write_opt, write_query};
 
 /// A reply for a query: its ID and question case are not the client's yet.
 #[derive(Debug)]
@@ -31,10 +31,12 @@ type Shared = Result<Bytes, ResolveError>;
 /// What podns knows about a query key beyond the cache: an exchange in flight (its followers
 /// wait on the receiver), or a recent failure (RFC 9520 §3.2: a resolver MUST cache a resolution
 /// failure for at least 1 s, and may for up to 5 min, so that clients' retries and search walks
-/// do not multiply the load on an upstream that is already failing).
+/// do not multiply the load on an upstream that is already failing). A truncated reply whose
+/// TCP retry failed counts as a failure here: it must not be cached as an answer, and asking
+/// again would only meet the same broken TCP.
 enum Slot {
     Busy(watch::Receiver<Option<Shared>>),
-    Failed { until: Instant, err: ResolveError },
+    Failed { until: Instant, result: Shared },
 }
 
 /// Slots by key and transport.
@@ -49,36 +51,52 @@ const MAX_FAILURES: usize = 4096;
 struct SlotGuard<'a> {
     map: &'a InflightMap,
     key: Option<(Key, bool)>,
+    /// When the exchange started, and after how long a cancelled exchange counts as having met
+    /// silence: a client's budget that runs out while the upstream has said nothing for a
+    /// quarter of an attempt (200 ms by default, a hundred times a cluster DNS round trip) is
+    /// a failure to remember like any other, or the client's retries would ask again.
+    started: Instant,
+    silent_after: Duration,
+    memo: Duration,
 }
 
 impl SlotGuard<'_> {
-    /// Ends the exchange: remembers `err` until `until`, or frees the slot.
-    fn finish(mut self, failed: Option<(ResolveError, Instant)>) {
+    /// Ends the exchange: remembers its failure until `until` (and, for a truncated UDP reply
+    /// whose TCP retry failed, the failure of the same question over TCP), or frees the slot.
+    fn finish(mut self, failed: Option<(&Shared, Instant)>) {
         let Some(k) = self.key.take() else { return };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match failed {
-            Some((err, until)) => {
-                if map.len() >= MAX_FAILURES {
-                    let now = Instant::now();
-                    map.retain(|_, s| !matches!(s, Slot::Failed { until, .. } if *until <= now));
-                }
-                if map.len() < MAX_FAILURES {
-                    map.insert(k, Slot::Failed { until, err });
-                } else {
-                    map.remove(&k);
-                }
-            }
-            None => {
-                map.remove(&k);
+        let Some((result, until)) = failed else {
+            map.remove(&k);
+            return;
+        };
+        if map.len() >= MAX_FAILURES {
+            let now = Instant::now();
+            map.retain(|_, s| !matches!(s, Slot::Failed { until, .. } if *until <= now));
+        }
+        if map.len() + 1 >= MAX_FAILURES {
+            map.remove(&k);
+            return;
+        }
+        if result.is_ok() && !k.1 {
+            let over_tcp = (k.0.clone(), true);
+            if !map.contains_key(&over_tcp) {
+                map.insert(over_tcp, Slot::Failed { until, result: Err(ResolveError::Budget) });
             }
         }
+        map.insert(k, Slot::Failed { until, result: result.clone() });
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+        let Some(k) = self.key.take() else { return };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if !self.memo.is_zero() && now >= self.started + self.silent_after && map.len() + 1 < MAX_FAILURES {
+            map.insert(k, Slot::Failed { until: now + self.memo, result: Err(ResolveError::Budget) });
+        } else {
+            map.remove(&k);
         }
     }
 }
@@ -131,23 +149,8 @@ impl Resolver {
         Some(entry)
     }
 
-    /// Answers the query `msg` (parsed as `q`; `tcp` when it came over TCP) from the cache or
-    /// upstream. The query's ID is overwritten on the way upstream.
-    pub async fn resolve(
-        self: &Arc<Self>,
-        msg: &mut [u8],
-        q: &ParsedQuery,
-        tcp: bool,
-    ) -> Result<Resolved, ResolveError> {
-        let now = Instant::now();
-        if let Some(entry) = self.fresh(&key_of(msg, q), now) {
-            return Ok(Resolved { reply: entry.reply_at(now, false), source: Source::Cache });
-        }
-        self.resolve_miss(msg, q, tcp).await
-    }
-
-    /// Like [`Resolver::resolve`] for a query already known to have no live cache entry (client
-    /// queries are looked up once, in admission): upstream, or a stale entry if that fails.
+    /// Answers a query already known to have no live cache entry (client queries are looked up
+    /// once, in admission): upstream, or a stale entry if that fails.
     ///
     /// When every upstream fails a single-label name, one of them by answering SERVFAIL or
     /// REFUSED, and nothing stale is cached, the answer is what the root zone would give
@@ -199,7 +202,7 @@ impl Resolver {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&owned) {
                 Some(Slot::Busy(rx)) => Err(rx.clone()),
-                Some(Slot::Failed { until, err }) if Instant::now() < *until => return Err(*err),
+                Some(Slot::Failed { until, result }) if Instant::now() < *until => return result.clone(),
                 _ => {
                     let (tx, rx) = watch::channel(None);
                     map.insert(owned.clone(), Slot::Busy(rx));
@@ -218,28 +221,44 @@ impl Resolver {
                 };
             }
         };
-        let slot = SlotGuard { map: &self.inflight, key: Some(owned) };
+        let slot = SlotGuard {
+            map: &self.inflight,
+            key: Some(owned),
+            started: Instant::now(),
+            silent_after: self.upstreams.attempt_timeout() / 4,
+            memo: self.servfail_ttl,
+        };
         let result = self.upstreams.resolve(msg, q, tcp).await.map(|ex| ex.reply.freeze());
         if let (Some(cache), Ok(reply)) = (&self.cache, &result) {
             cache.insert(&key_of(msg, q), reply, Instant::now());
         }
         let failed = match &result {
-            Err(e) if !self.servfail_ttl.is_zero() => Some((*e, Instant::now() + self.servfail_ttl)),
-            _ => None,
+            _ if self.servfail_ttl.is_zero() => false,
+            Err(_) => true,
+            // Truncated although the upstream layer retried over TCP: that retry failed.
+            Ok(reply) => !tcp && Header::parse(reply).is_ok_and(|h| h.tc()),
         };
-        slot.finish(failed);
+        slot.finish(failed.then(|| (&result, Instant::now() + self.servfail_ttl)));
         let _ = tx.send(Some(result.clone()));
         result
     }
 
     /// Looks up `name` (uncompressed wire, any case) and `qtype` for podns's own purposes
     /// (search collapse, AAAA handling), through the cache and coalescing like client queries.
+    ///
+    /// A miss runs as a task of its own: when the client query that needed it runs out of
+    /// budget first, the exchange still finishes, so its answer (or failure) is remembered and
+    /// the client's next query for it does not ask the upstream again.
     pub async fn lookup(self: &Arc<Self>, name: &[u8], qtype: u16, flags: u8) -> Result<Resolved, ResolveError> {
         let mut msg = internal_query(name, qtype, flags);
-        match admit(&msg) {
-            Admission::Query(q) => self.resolve(&mut msg, &q, false).await,
-            _ => Err(ResolveError::Budget),
+        let Admission::Query(q) = admit(&msg) else { return Err(ResolveError::Budget) };
+        let now = Instant::now();
+        if let Some(entry) = self.fresh(&key_of(&msg, &q), now) {
+            return Ok(Resolved { reply: entry.reply_at(now, false), source: Source::Cache });
         }
+        let this = self.clone();
+        let exchange = tokio::spawn(async move { this.resolve_miss(&mut msg, &q, false).await });
+        exchange.await.unwrap_or(Err(ResolveError::Budget))
     }
 
     /// Refreshes a popular entry before it expires.

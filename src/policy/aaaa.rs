@@ -5,7 +5,8 @@
 //! retries until its timeout. podns answers such an AAAA from what the A query for the same
 //! name says: A exists → NODATA (cacheable, via a synthesized SOA); A is NXDOMAIN → NXDOMAIN (a
 //! NODATA would end musl's search walk early and hide the name under a later search domain);
-//! A failed too → SERVFAIL, honestly. The same machinery serves every type in
+//! A failed too → a short NODATA (5 s), which leaves every stub to its A answer and keeps c-ares
+//! before 1.16 walking instead of failing on a SERVFAIL (see [`AaaaPolicy::verdict`]). The same machinery serves every type in
 //! `--synthesize-types` (HTTPS and SVCB are the natural candidates).
 //!
 //! Pure decisions only: the handler does the lookups and passes in their outcomes.
@@ -93,14 +94,9 @@ impl AOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// NOERROR, no answers, SOA with this TTL.
-    NoData {
-        ttl: u32,
-    },
+    NoData { ttl: u32 },
     /// NXDOMAIN, SOA with this TTL.
-    NxDomain {
-        ttl: u32,
-    },
-    ServFail,
+    NxDomain { ttl: u32 },
 }
 
 /// A `--aaaa-nodata-for` pattern: a domain suffix, or a regex over the dotted lower-case name
@@ -185,10 +181,18 @@ impl AaaaPolicy {
             Reason::Timeout => TIMEOUT_TTL.min(self.synth_ttl.as_secs() as u32),
             _ => self.synth_ttl.as_secs().min(u64::from(u32::MAX)) as u32,
         };
-        match a {
-            AOutcome::Exists => Verdict::NoData { ttl },
-            AOutcome::NxDomain => Verdict::NxDomain { ttl },
-            AOutcome::Failed => Verdict::ServFail,
+        match (a, reason) {
+            (AOutcome::Exists, _) => Verdict::NoData { ttl },
+            (AOutcome::NxDomain, _) => Verdict::NxDomain { ttl },
+            // No A outcome either: a short NODATA, not SERVFAIL. For every stub an AAAA NODATA
+            // leaves the lookup to its A answer, which is what it makes of an AAAA timeout too;
+            // but c-ares before 1.16 walks the whole search list for AAAA first, and a SERVFAIL
+            // ends that walk in failure (it retries, then reports ECONNREFUSED), where a NODATA
+            // lets it go on and fall back to its A walk (`host_callback` and `search_callback`,
+            // ares_gethostbyname.c and ares_search.c 1.13). glibc, musl, c-ares ≥ 1.16, Go and
+            // hickory fail or go on on the A query's own failure whatever AAAA says. Short, so
+            // that a name whose upstream recovers gets its AAAA back soon.
+            (AOutcome::Failed, _) => Verdict::NoData { ttl: TIMEOUT_TTL.min(ttl) },
         }
     }
 }
@@ -270,9 +274,9 @@ mod tests {
             (AOutcome::NxDomain, Reason::Servfail, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::NoIpv6, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::Timeout, Verdict::NxDomain { ttl: TIMEOUT_TTL }),
-            (AOutcome::Failed, Reason::Servfail, Verdict::ServFail),
-            (AOutcome::Failed, Reason::Timeout, Verdict::ServFail),
-            (AOutcome::Failed, Reason::Rule, Verdict::ServFail),
+            (AOutcome::Failed, Reason::Servfail, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Failed, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Failed, Reason::Rule, Verdict::NoData { ttl: TIMEOUT_TTL }),
         ] {
             assert_eq!(p.verdict(a, reason), want, "{a:?} {reason:?}");
         }

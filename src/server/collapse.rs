@@ -129,7 +129,7 @@ impl Handler {
                 Err(e) => super::aaaa::reason_of(&e),
             },
         };
-        let (rc, ttl) = self.denial_from_a(cand, qtype, flags, reason).await?;
+        let (rc, ttl) = self.denial_from_a(cand, qtype, flags, reason).await;
         let mut query = BytesMut::with_capacity(cand.len() + 16);
         write_query(0, cand, qtype, &mut query);
         let Admission::Query(pq) = admit(&query) else {
@@ -184,7 +184,11 @@ impl Handler {
             }
             SearchClass::FqdnLike { search_index, prefix_len, tld } => (search_index, prefix_len, tld),
         };
-        let (may_exist, probe_queries) = c.tld_may_exist(&self.resolver, &name[tld]).await;
+        // Probes that take longer than half an attempt leave this query uncollapsed rather than
+        // eat its budget; they finish on their own (`Resolver::lookup`) and serve the next one.
+        let wait = self.resolver.upstreams.attempt_timeout() / 2;
+        let (may_exist, probe_queries) =
+            tokio::time::timeout(wait, c.tld_may_exist(&self.resolver, &name[tld])).await.unwrap_or((None, 0));
         if may_exist != Some(false) {
             self.metrics.search(Action::Forwarded as usize, 0);
             return None;

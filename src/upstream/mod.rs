@@ -129,6 +129,11 @@ impl Upstreams {
         }
     }
 
+    /// How long one attempt waits (`--attempt-timeout`).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
     /// The overall budget of one client query (`--query-timeout`).
     pub fn query_timeout(&self) -> Duration {
         self.query_timeout

@@ -93,8 +93,9 @@ pub fn min_ttl(msg: &[u8], header: &Header, after_question: usize) -> Result<Opt
 }
 
 /// The rcode of a whole, readable reply and whether its answer section holds a record of
-/// `rtype`; `None` when it cannot be read. (A record of the type anywhere in the answer
-/// counts: recursive resolvers put the chain's end there, and stubs take it from there.)
+/// `rtype`; `None` when it cannot be read, or is truncated without such a record (it says
+/// nothing about the name then). A record of the type anywhere in the answer counts: recursive
+/// resolvers put the chain's end there, and stubs take it from there.
 pub fn answers_type(msg: &[u8], rtype: u16) -> Option<(u16, bool)> {
     let header = Header::parse(msg).ok()?;
     let q = super::parse_question(msg).ok()?;
@@ -103,7 +104,7 @@ pub fn answers_type(msg: &[u8], rtype: u16) -> Option<(u16, bool)> {
         let r = r.ok()?;
         found |= r.section == Section::Answer && r.rtype == rtype;
     }
-    Some((header.rcode(), found))
+    (found || !header.tc()).then_some((header.rcode(), found))
 }
 
 /// Replaces every TTL but OPT's by `f(ttl)`, in place. Lengths never change, so each record
