@@ -93,6 +93,8 @@ SERVICES = {
     ("kubernetes", "default"): {"ip": "198.18.1.1", "ports": [("https", "tcp", 443)]},
     ("myapp", "default"): {"ip": "198.18.1.20", "ports": [("http", "tcp", 80)]},
     ("legacy", "default"): {"ip": "198.18.1.21", "ports": [("http", "tcp", 80)]},
+    # issue 10: pgbouncer's database, asked for by its short name (IPv4-only service)
+    ("postgresql-primary", "default"): {"ip": "198.18.1.50", "ports": [("postgresql", "tcp", 5432)]},
     ("kube-dns", "kube-system"): {
         "ip": "198.18.0.10",
         "ports": [("dns", "udp", 53), ("dns-tcp", "tcp", 53), ("metrics", "tcp", 9153)],
