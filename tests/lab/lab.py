@@ -793,8 +793,8 @@ class Lab:
 
     # -- clients -----------------------------------------------------------
 
-    def run_client(self, client, name):
-        argv = client_argv(client, name)
+    def run_client(self, client, name, resolv_options=()):
+        argv = client_argv(client, name, resolv_options)
         rc, out, err, wall_ms = self.run(["ip", "netns", "exec", self.pod, *argv],
                                          CLIENT_TIMEOUT_S)
         if rc is None:
@@ -875,7 +875,23 @@ def rule_packets(lines):
     return out
 
 
-def client_argv(client, name):
+def old_cares_res_options(resolv_options):
+    """c-ares 1.13 reads only the BSD spellings of resolv.conf's timing options (`retrans:`
+    in milliseconds, `retry:`), not `timeout:`/`attempts:`; its defaults (5 s, 4 tries, the
+    timeout doubling per try) outlast the harness's bound on a dead cluster DNS.  The same
+    settings in its dialect, for its RES_OPTIONS environment variable (read before
+    resolv.conf), or None when the case sets none."""
+    out = []
+    for opt in resolv_options:
+        key, _, val = opt.partition(":")
+        if key == "timeout":
+            out.append("retrans:%d" % (int(val) * 1000))
+        elif key == "attempts":
+            out.append("retry:%s" % val)
+    return " ".join(out) or None
+
+
+def client_argv(client, name, resolv_options=()):
     if client == "glibc":
         return [os.path.join(BIN_DIR, "gai-glibc"), name]
     if client == "musl":
@@ -883,6 +899,9 @@ def client_argv(client, name):
     if client == "cares":
         return [sys.executable, os.path.join(HERE, "cares_client.py"), name]
     if client == "cares-old":
+        res_options = old_cares_res_options(resolv_options)
+        if res_options:
+            return ["env", "RES_OPTIONS=" + res_options, CARES_OLD_BIN, name]
         return [CARES_OLD_BIN, name]
     if client == "hickory":
         return [HICKORY_BIN, name]
@@ -1086,7 +1105,7 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None,
                     lab.write_resolv_conf(DNS_IP, case.resolv_options, search)
                 lab.set_rules(case.all_rules)
                 lab.take_log()
-                row.update(lab.run_client(client, case.name))
+                row.update(lab.run_client(client, case.name, case.resolv_options))
                 if phase == "capture":
                     row["podns"] = lab.podns_observe(podns)
                 if podns is not None:

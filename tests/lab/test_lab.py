@@ -537,9 +537,13 @@ def test_never_worse_after_resolves_what_before_resolved(rows, client, case_id):
 def test_never_worse_no_more_queries_at_cluster_dns(rows, client, case_id):
     """podns never costs the cluster DNS more queries than the client alone did.  (Not for
     dead-dns: every query is dropped there, and how often a query is repeated into silence
-    is timing, not cost.)"""
+    is timing, not cost.  Nor where the client failed alone and resolves through podns: a
+    client that gave up early, like dig +search at a node domain's NODATA, asked less because
+    it got less.)"""
     before = row(rows, "before", client, case_id)
     after = row(rows, "after", client, case_id)
+    if after["ok"] and not before["ok"]:
+        return
     assert cluster_queries(after) <= cluster_queries(before), \
         describe(before) + "\n" + describe(after)
 
