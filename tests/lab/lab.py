@@ -56,6 +56,7 @@ LAB_TARGET = os.environ.get("LAB_TARGET_DIR", os.path.join(REPO, "target", "lab"
 BIN_DIR = os.path.join(LAB_TARGET, "bin")
 HICKORY_BIN = os.path.join(LAB_TARGET, "debug", "lab-hickory-client")
 CARES_OLD_BIN = os.path.join(BIN_DIR, "gethostbyname-cares-old")
+GO_BIN = os.path.join(BIN_DIR, "lookup-go")
 
 POD_IP = "198.18.0.2"
 DNS_IP = "198.18.0.10"
@@ -70,8 +71,9 @@ PODNS_START_TIMEOUT_S = 15.0
 READY_TRIES = 200
 READY_INTERVAL_S = 0.05
 
-# cares-old: c-ares 1.13.0, ares_gethostbyname(AF_UNSPEC) as pgbouncer calls it (built by run.sh)
-CLIENTS = ["glibc", "musl", "cares", "cares-old", "hickory", "dig"]
+# cares-old: c-ares 1.13.0, ares_gethostbyname(AF_UNSPEC) as pgbouncer calls it; go: Go's pure
+# resolver (net.Resolver{PreferGo: true}, GODEBUG=netdns=go).  Both built by run.sh.
+CLIENTS = ["glibc", "musl", "cares", "cares-old", "go", "hickory", "dig"]
 PHASES = ["before", "after", "capture"]
 
 # Capture mode: the local port podns listens on, and the UID it runs as (the UID the
@@ -903,6 +905,8 @@ def client_argv(client, name, resolv_options=()):
         if res_options:
             return ["env", "RES_OPTIONS=" + res_options, CARES_OLD_BIN, name]
         return [CARES_OLD_BIN, name]
+    if client == "go":
+        return ["env", "GODEBUG=netdns=go", GO_BIN, name]
     if client == "hickory":
         return [HICKORY_BIN, name]
     if client == "dig":
@@ -918,6 +922,7 @@ def missing_clients():
         ("musl", os.path.join(BIN_DIR, "gai-musl"), "built by run.sh with musl-gcc (musl-tools)"),
         ("hickory", HICKORY_BIN, "built by run.sh (cargo, tests/lab/hickory-client)"),
         ("cares-old", CARES_OLD_BIN, "built by run.sh: c-ares 1.13.0 + gethostbyname_old.c"),
+        ("go", GO_BIN, "built by run.sh with go (golang-go), tests/lab/go-client"),
     ]:
         if not os.access(path, os.X_OK):
             missing[c] = "%s missing (%s)" % (path, what)
@@ -959,6 +964,19 @@ def parse_client_output(client, out, rc):
         cat = EAI_CATEGORY.get(d.get("error"), "other")
     elif client in ("cares", "cares-old"):
         cat = ARES_CATEGORY.get(d.get("error"), "other")
+    elif client == "go":
+        kind = d.get("kind")
+        err = (d.get("error") or "").lower()
+        if kind == "notfound":
+            cat = "notfound"
+        elif kind == "timeout":
+            cat = "timeout"
+        elif "server misbehaving" in err:  # Go's word for SERVFAIL (and other rcodes)
+            cat = "servfail"
+        elif kind == "temporary":
+            cat = "again"
+        else:
+            cat = "other"
     else:  # hickory
         kind = d.get("kind")
         err = (d.get("error") or "").lower()
@@ -1046,6 +1064,11 @@ def environment():
         env["cares-old"] = "c-ares %s, ares_gethostbyname" % json.loads(line)["cares"]
     except (TypeError, ValueError, KeyError):
         env["cares-old"] = None
+    line = _first_line([GO_BIN, "localhost"]) if os.access(GO_BIN, os.X_OK) else None
+    try:
+        env["go"] = "%s, pure Go resolver" % json.loads(line)["go"]
+    except (TypeError, ValueError, KeyError):
+        env["go"] = None
     try:
         lock = open(os.path.join(HERE, "hickory-client", "Cargo.lock")).read()
         m = re.search(r'name = "hickory-resolver"\nversion = "([^"]+)"', lock)
@@ -1220,7 +1243,7 @@ def _cell(row):
                 if addrs else "ok NO ADDRESS")
     else:
         err = str(row.get("error") or row.get("category") or "fail")
-        if row.get("client") == "hickory":
+        if row.get("client") in ("hickory", "go"):
             err = str(row.get("category"))  # its messages are long; the JSON has them
         what = "FAIL " + err[:24]
     return "%s %s q=%s" % (what, t, q)

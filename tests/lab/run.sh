@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pod lab for podns (issue 3): a pod and its cluster DNS in two network
-# namespaces, real stub resolvers (glibc, musl, c-ares, hickory, dig) resolving
+# namespaces, real stub resolvers (glibc, musl, c-ares, c-ares 1.13, Go, hickory, dig) resolving
 # directly ("before"), through podns in the pod ("after"), and through podns in
 # capture mode ("capture": nat rules of `podns capture-init` redirect port 53).
 #
@@ -11,12 +11,12 @@
 # Usage (as root, from anywhere):  tests/lab/run.sh [extra pytest args]
 #   PODNS_BIN=path   podns binary for the after run (default: target/release/podns)
 #   PODNS_ARGS="..." extra podns flags for the after and capture runs
-#   LAB_PARALLEL=N   labs run at once (default: all 30)
+#   LAB_PARALLEL=N   labs run at once (default: all 35)
 # Writes target/lab/report.json (+ report.txt), logs in target/lab/logs/.
 #
 # This script installs nothing. It needs (CI installs them):
-#   Debian: iproute2 gcc musl-tools bind9-dnsutils iptables util-linux python3 (and cargo/rustc: the
-#           machine's Rust toolchain, for the hickory client)
+#   Debian: iproute2 gcc musl-tools bind9-dnsutils iptables util-linux golang-go python3 (and
+#           cargo/rustc: the machine's Rust toolchain, for the hickory client)
 #   pip:    dnspython pycares pytest      (pycares >= 5)
 # and fetches (once, cached in target/lab/cares-old) pycares 2.4.0's sdist with pip, for the
 # c-ares 1.13.0 sources it bundles.
@@ -41,6 +41,7 @@ need ar binutils
 need sha256sum coreutils
 need musl-gcc musl-tools
 need dig bind9-dnsutils
+need go golang-go
 need iptables-restore iptables
 need setpriv util-linux
 need "$PYTHON" python3
@@ -72,6 +73,10 @@ gcc -O2 -Wall -Wextra -Werror -o "$LAB_TARGET/bin/gai-glibc" "$HERE/gai.c"
 musl-gcc -O2 -Wall -Wextra -Werror -static -o "$LAB_TARGET/bin/gai-musl" "$HERE/gai.c"
 CARGO_TARGET_DIR="$LAB_TARGET" cargo build --quiet --locked \
     --manifest-path "$HERE/hickory-client/Cargo.toml"
+
+# Go's pure resolver (std only, no module to fetch); its build cache stays in $LAB_TARGET.
+(cd "$HERE/go-client" && GOCACHE="$LAB_TARGET/go-cache" CGO_ENABLED=0 \
+    go build -tags netgo -trimpath -o "$LAB_TARGET/bin/lookup-go" main.go)
 
 # c-ares older than 1.16 (the "cares-old" client: what pgbouncer links against on older
 # distributions): c-ares 1.13.0 as bundled in PyPI's pycares 2.4.0 sdist, fetched once with pip

@@ -29,7 +29,7 @@ import lab
 MODEL_SRC = os.path.join(lab.REPO, "examples", "stub_model.rs")
 MODEL_BIN = os.path.join(lab.REPO, "target", "debug", "examples", "stub_model")
 # The clients with a model (dig is a diagnostic tool, not a stub resolver).
-MODEL_CLIENTS = ["glibc", "musl", "cares", "cares-old", "hickory"]
+MODEL_CLIENTS = ["glibc", "musl", "cares", "cares-old", "go", "hickory"]
 MODEL_TIMEOUT_S = 30
 
 
