@@ -101,11 +101,18 @@ def replies_table(case, edns, payload):
     return table
 
 
-def attempts(case):
+# Tries per query when resolv.conf sets no `attempts:` (the lab's sets none, but for dead-dns):
+# each library's own default.  glibc RES_DFLRETRY, musl, Go and hickory: 2; c-ares 1.34: 3;
+# c-ares 1.13: 4 (it reads only `retry:`, which the lab passes it through RES_OPTIONS where a
+# case sets `attempts:`, lab.old_cares_res_options).
+DEFAULT_ATTEMPTS = {"glibc": 2, "musl": 2, "cares": 3, "cares-old": 4, "go": 2, "hickory": 2}
+
+
+def attempts(case, client):
     for opt in case.resolv_options:
         if opt.startswith("attempts:"):
             return int(opt.split(":", 1)[1])
-    return 2  # resolv.conf's default
+    return DEFAULT_ATTEMPTS[client]
 
 
 def outcome(r):
@@ -118,12 +125,31 @@ def count_comparable(case, client, r):
     """Whether the number of queries is a property of the stub alone.  Not where a query is
     dropped (dead-dns: how often a client repeats into silence depends on its timers and the
     machine's load), nor for musl meeting a SERVFAIL (it re-sends the query until its timeout
-    runs out: the count is a matter of timing too)."""
+    runs out: the count is a matter of timing too), nor for c-ares 1.34 finding the name while
+    the other family's query meets a SERVFAIL (it re-asks on its own timer until the lookup
+    completes: 8 or 9 queries in successive runs of aaaa-servfail-external)."""
     if any(rule.get("action") == "drop" for rule in case.all_rules):
         return False
-    if client == "musl" and any(q.get("rcode") == "SERVFAIL" for q in r.get("query_log", [])):
+    servfail = any(q.get("rcode") == "SERVFAIL" for q in r.get("query_log", []))
+    if client == "musl" and servfail:
+        return False
+    if client == "cares" and servfail and r["ok"]:
         return False
     return True
+
+
+# Outcomes the real stub does not decide alone: Go reads its parallel A and AAAA answers as they
+# arrive, and with A NXDOMAIN and AAAA SERVFAIL it said "not found" in one run and "server
+# misbehaving" in the next.  The model must still fail the lookup.
+ORDER_DEPENDENT = {("go", "aaaa-servfail-missing")}
+
+# Query counts where the model is known to differ from the real stub, with why: the test
+# expects the difference (and fails once it is gone, so the entry gets removed).
+KNOWN_COUNT_GAPS = {
+    ("glibc", "ext-big"): "glibc's getaddrinfo reruns the whole search walk when the 40 "
+                          "addresses overflow its first buffer (ERANGE, buffer doubled): the "
+                          "real stub sends 20 queries, a walk with TCP retry sends 10",
+}
 
 
 @pytest.mark.parametrize("client", MODEL_CLIENTS)
@@ -135,7 +161,7 @@ def test_model_agrees_with_the_real_stub(rows, client, case_id):
     assert r.get("category") != "lab-error", "lab failure: %s" % r.get("error")
     edns, payload = client_edns(rows, client)
     request = {"stub": client, "name": case.name, "search": case.environment.search,
-               "ndots": lab.NDOTS, "attempts": attempts(case),
+               "ndots": lab.NDOTS, "attempts": attempts(case, client),
                "replies": replies_table(case, edns, payload)}
     proc = subprocess.run([binary], input=json.dumps(request), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=MODEL_TIMEOUT_S)
@@ -147,6 +173,15 @@ def test_model_agrees_with_the_real_stub(rows, client, case_id):
         [(q["name"], q["type"], q["proto"], q.get("rcode")) for q in r.get("query_log", [])])
     assert model["ok"] == r["ok"], "model %s\n%s" % (model, real)
     assert sorted(set(model["addresses"])) == r["addresses"], "model %s\n%s" % (model, real)
-    assert model["outcome"] == outcome(r), "model %s\n%s" % (model, real)
-    if count_comparable(case, client, r):
-        assert len(model["queries"]) == r["queries"], "model %s\n%s" % (model, real)
+    if (client, case_id) in ORDER_DEPENDENT:
+        assert model["outcome"] in ("notfound", "failed"), "model %s\n%s" % (model, real)
+    else:
+        assert model["outcome"] == outcome(r), "model %s\n%s" % (model, real)
+    if not count_comparable(case, client, r):
+        return
+    gap = KNOWN_COUNT_GAPS.get((client, case_id))
+    if gap:
+        assert len(model["queries"]) != r["queries"], \
+            "known gap closed, remove it from KNOWN_COUNT_GAPS: %s" % gap
+        pytest.xfail(gap)
+    assert len(model["queries"]) == r["queries"], "model %s\n%s" % (model, real)
