@@ -146,9 +146,10 @@ ORDER_DEPENDENT = {("go", "aaaa-servfail-missing")}
 # Query counts where the model is known to differ from the real stub, with why: the test
 # expects the difference (and fails once it is gone, so the entry gets removed).
 KNOWN_COUNT_GAPS = {
-    ("glibc", "ext-big"): "glibc's getaddrinfo reruns the whole search walk when the 40 "
-                          "addresses overflow its first buffer (ERANGE, buffer doubled): the "
-                          "real stub sends 20 queries, a walk with TCP retry sends 10",
+    ("glibc", "ext-big"): "glibc's getaddrinfo runs the whole search walk twice for the "
+                          "40-address answer (20 queries, two identical walks in the log; most "
+                          "likely nss_dns's ERANGE on its first buffer and a retry with a "
+                          "bigger one); the model walks once (10)",
 }
 
 
