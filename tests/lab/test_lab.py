@@ -2,7 +2,9 @@
 resolving through the stand-in cluster DNS directly ("before"), through podns
 running inside the pod ("after"), and through podns in capture mode ("capture": the
 pod's resolv.conf still names the cluster DNS; `podns capture-init` redirects port 53
-to podns with real nat rules, issue 6).
+to podns with real nat rules, issue 6).  Issue 10 adds environments (lab.ENVIRONMENTS: node
+search domains answering NODATA or NXDOMAIN, a systemd-resolved node resolver, CoreDNS's template
+AAAA hack, an air-gapped cluster) and holds every environment, client and case to "never worse".
 
 The lab runs once per session (every phase, every client, in parallel labs); the
 tests below only read its results.  Features that podns does not have yet are

@@ -9,8 +9,8 @@ that the model finds what the real client found (ok, addresses, found/notfound/f
 many queries as the cluster DNS received from the real client.
 
 The model binary is built by run.sh (`cargo build --example stub_model`) where its source
-exists.  Until `examples/stub_model.rs` is merged these tests are skipped; once it is, a missing
-binary is a failure, not a skip.
+exists.  Until `examples/stub_model.rs` is merged these tests are skipped; once it is (or with
+LAB_REQUIRE_STUB_MODEL=1), a missing binary is a failure, not a skip.
 """
 
 import json
