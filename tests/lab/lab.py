@@ -1078,9 +1078,17 @@ def environment():
     return env
 
 
+# The labs of one (phase, client): one per group of environments.
+LAB_GROUPS = (DEFAULT_ENV, "envs", "airgap")
+
+
+def env_group(env):
+    return env if env in (DEFAULT_ENV, "airgap") else "envs"
+
+
 def lab_key(phase, client, group=DEFAULT_ENV):
     """The name of one lab in the report: phase/client (the default environment's cases), or
-    phase/client/envs (the other environments' cases, a lab of their own)."""
+    phase/client/<group> (the other environments' cases, in labs of their own)."""
     return "%s/%s" % (phase, client) if group == DEFAULT_ENV else "%s/%s/%s" % (phase, client,
                                                                                group)
 
@@ -1187,9 +1195,9 @@ def run_all(phases=PHASES, clients=CLIENTS, cases=ALL_CASES, podns_bin=None, pod
     remove_stale_namespaces()
     check_privileges()
     # The other environments' cases run in labs of their own, beside the default ones: their
-    # lookups wait out musl's SERVFAIL timeouts too, and in series the labs would add them up.
-    groups = {DEFAULT_ENV: [c for c in cases if c.env == DEFAULT_ENV],
-              "envs": [c for c in cases if c.env != DEFAULT_ENV]}
+    # lookups wait out musl's SERVFAIL timeouts too (5 s each; airgap has three), and in series
+    # the labs would add them up.
+    groups = {g: [c for c in cases if env_group(c.env) == g] for g in LAB_GROUPS}
     jobs = [(p, c, g) for p in phases for c in clients for g in groups
             if groups[g] and (g == DEFAULT_ENV or p in ENV_PHASES)]
     parallel = parallel or int(os.environ.get("LAB_PARALLEL", "0")) or len(jobs)

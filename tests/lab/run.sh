@@ -11,7 +11,7 @@
 # Usage (as root, from anywhere):  tests/lab/run.sh [extra pytest args]
 #   PODNS_BIN=path   podns binary for the after run (default: target/release/podns)
 #   PODNS_ARGS="..." extra podns flags for the after and capture runs
-#   LAB_PARALLEL=N   labs run at once (default: all 35)
+#   LAB_PARALLEL=N   labs run at once (default: all 49)
 # Writes target/lab/report.json (+ report.txt), logs in target/lab/logs/.
 #
 # This script installs nothing. It needs (CI installs them):
