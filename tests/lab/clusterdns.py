@@ -24,7 +24,10 @@ NXDOMAIN+SOA for everything else.  No query ever leaves this process.
 Misbehaviour per name and type is set through the control socket (``rules``):
 ``servfail`` (what a systemd-resolved upstream does for AAAA), ``refused``,
 ``drop`` (never answer), ``truncate`` (UDP answers carry TC and no records,
-TCP answers normally) and ``delay_ms`` (on any rule, also with ``answer``).
+TCP answers normally), ``nodata`` (NOERROR, no records) and ``nxdomain``, both
+with the SOA of the rule's ``soa`` zone in the authority section when it names
+one (none otherwise: CoreDNS's ``template IN AAAA . { rcode NOERROR }``), and
+``delay_ms`` (on any rule, also with ``answer``).
 Every query received is logged; the log can be fetched and reset.
 
 Control socket: a Unix stream socket (path given by --control), one JSON
@@ -37,7 +40,8 @@ object per line in, one JSON object per line out:
   {"op": "reset"}    -> clears the log
   {"op": "take"}     -> log and clear, atomically
 ``name`` is an fnmatch pattern on the lower-case absolute name (trailing dot);
-``type`` and ``proto`` are a type mnemonic / "udp" / "tcp" or "*".
+``type`` and ``proto`` are a type mnemonic / "udp" / "tcp" or "*"; ``labels``
+(optional) matches names of exactly that many labels (1: "postgresql-primary.").
 The first matching rule wins; no matching rule means "answer normally".
 
 Unix sockets are not network-namespaced, so the harness talks to a server
@@ -89,6 +93,8 @@ SERVICES = {
     ("kubernetes", "default"): {"ip": "198.18.1.1", "ports": [("https", "tcp", 443)]},
     ("myapp", "default"): {"ip": "198.18.1.20", "ports": [("http", "tcp", 80)]},
     ("legacy", "default"): {"ip": "198.18.1.21", "ports": [("http", "tcp", 80)]},
+    # issue 10: pgbouncer's database, asked for by its short name (IPv4-only service)
+    ("postgresql-primary", "default"): {"ip": "198.18.1.50", "ports": [("postgresql", "tcp", 5432)]},
     ("kube-dns", "kube-system"): {
         "ip": "198.18.0.10",
         "ports": [("dns", "udp", 53), ("dns-tcp", "tcp", 53), ("metrics", "tcp", 9153)],
@@ -316,6 +322,61 @@ def resolve(name: str, qtype: str, server_ip: str) -> Answer:
     return answer_public(name, qtype)
 
 
+ACTIONS = ("answer", "servfail", "refused", "drop", "truncate", "nodata", "nxdomain")
+
+
+def _rule_name(pattern: str) -> str:
+    pattern = pattern.lower()
+    if pattern != "*" and not pattern.endswith(".") and not pattern.endswith("*"):
+        pattern += "."
+    return pattern
+
+
+def label_count(name: str) -> int:
+    return len([x for x in _lower(name).split(".") if x])
+
+
+def match_rule(rules, name: str, qtype: str, proto: str):
+    """The first rule matching a question, or None ("answer normally")."""
+    for rule in rules:
+        if not fnmatch.fnmatchcase(name, _rule_name(rule.get("name", "*"))):
+            continue
+        rtype = rule.get("type", "*")
+        if rtype != "*" and rtype.upper() != qtype:
+            continue
+        rproto = rule.get("proto", "*")
+        if rproto != "*" and rproto != proto:
+            continue
+        if "labels" in rule and label_count(name) != int(rule["labels"]):
+            continue
+        return rule
+    return None
+
+
+def decide(rules, name: str, qtype: str, proto: str, server_ip: str):
+    """What the server does with one question under ``rules``: (action, Answer or None,
+    rcode).  Pure: the lab's tests use it to know what a client was told."""
+    name = _lower(name)
+    rule = match_rule(rules, name, qtype, proto)
+    action = rule.get("action", "answer") if rule else "answer"
+    if action == "drop":
+        return action, None, None
+    if action == "servfail":
+        return action, None, dns.rcode.SERVFAIL
+    if action == "refused":
+        return action, None, dns.rcode.REFUSED
+    if action in ("nodata", "nxdomain"):
+        ans = Answer(aa=True)
+        ans.rcode = dns.rcode.NOERROR if action == "nodata" else dns.rcode.NXDOMAIN
+        zone = rule.get("soa")
+        if zone:
+            zone = _lower(zone)
+            ans.authority = [(zone, NEGATIVE_TTL, "SOA", public_soa(zone))]
+        return action, ans, ans.rcode
+    ans = resolve(name, qtype, server_ip)
+    return action, ans, ans.rcode
+
+
 # --------------------------------------------------------------------------
 # Wire
 
@@ -375,6 +436,16 @@ def to_wire_limited(resp: dns.message.Message, limit: int, force_tc: bool) -> tu
     return render(lo), True
 
 
+def respond_wire(query: dns.message.Message, proto: str, action: str, ans: Answer | None,
+                 rcode: int) -> tuple[bytes, bool]:
+    """The bytes sent for a decided answer (not for "drop"), and whether UDP truncated it."""
+    resp = build_response(query, ans, rcode)
+    if proto == "udp":
+        limit = max(512, min(query.payload, 4096)) if query.edns >= 0 else 512
+        return to_wire_limited(resp, limit, force_tc=(action == "truncate"))
+    return resp.to_wire(max_size=65535), False
+
+
 # --------------------------------------------------------------------------
 # Server
 
@@ -387,17 +458,7 @@ class ClusterDNS:
         self.started = time.monotonic()
 
     def match_rule(self, name: str, qtype: str, proto: str):
-        for rule in self.rules:
-            if not fnmatch.fnmatchcase(name, _rule_name(rule.get("name", "*"))):
-                continue
-            rtype = rule.get("type", "*")
-            if rtype != "*" and rtype.upper() != qtype:
-                continue
-            rproto = rule.get("proto", "*")
-            if rproto != "*" and rproto != proto:
-                continue
-            return rule
-        return None
+        return match_rule(self.rules, name, qtype, proto)
 
     async def handle(self, data: bytes, proto: str, src) -> bytes | None:
         """Answer one message; None means send nothing."""
@@ -416,7 +477,7 @@ class ClusterDNS:
         name = _lower(q.name.to_text())
         qtype = dns.rdatatype.to_text(q.rdtype)
         rule = self.match_rule(name, qtype, proto)
-        action = rule.get("action", "answer") if rule else "answer"
+        action, ans, rcode = decide(self.rules, name, qtype, proto, self.server_ip)
         entry = {
             "t": round(received - self.started, 6),
             "proto": proto,
@@ -425,6 +486,7 @@ class ClusterDNS:
             "name": name,
             "type": qtype,
             "edns": query.edns >= 0,
+            "payload": query.payload if query.edns >= 0 else None,
             "action": action,
         }
         self.log.append(entry)
@@ -434,20 +496,11 @@ class ClusterDNS:
         if action == "drop":
             entry["rcode"] = None
             return None
-        if action == "servfail":
-            resp, ans = build_response(query, None, dns.rcode.SERVFAIL), None
-        elif action == "refused":
-            resp, ans = build_response(query, None, dns.rcode.REFUSED), None
-        else:
-            ans = resolve(name, qtype, self.server_ip)
-            resp = build_response(query, ans, ans.rcode)
-        entry["rcode"] = dns.rcode.to_text(resp.rcode())
+        wire, tc = respond_wire(query, proto, action, ans, rcode)
+        entry["rcode"] = dns.rcode.to_text(rcode)
         if proto == "udp":
-            limit = max(512, min(query.payload, 4096)) if query.edns >= 0 else 512
-            wire, tc = to_wire_limited(resp, limit, force_tc=(action == "truncate"))
             entry["tc"] = tc
-            return wire
-        return resp.to_wire(max_size=65535)
+        return wire
 
     # -- control -------------------------------------------------------------
 
@@ -458,8 +511,7 @@ class ClusterDNS:
         if op == "rules":
             rules = req.get("rules", [])
             for r in rules:
-                if r.get("action", "answer") not in ("answer", "servfail", "refused", "drop",
-                                                     "truncate"):
+                if r.get("action", "answer") not in ACTIONS:
                     return {"ok": False, "error": "bad action %r" % r.get("action")}
             self.rules = rules
             return {"ok": True}
@@ -472,13 +524,6 @@ class ClusterDNS:
             log, self.log = self.log, []
             return {"ok": True, "log": log}
         return {"ok": False, "error": "unknown op %r" % op}
-
-
-def _rule_name(pattern: str) -> str:
-    pattern = pattern.lower()
-    if pattern != "*" and not pattern.endswith(".") and not pattern.endswith("*"):
-        pattern += "."
-    return pattern
 
 
 def _formerr(data: bytes) -> bytes | None:

@@ -16,6 +16,13 @@ names podns on 127.0.0.1:53), "capture" (resolv.conf names the cluster DNS as in
 port-53 traffic to podns on 127.0.0.1:15053 / [::1]:15053, and podns runs as a
 non-root UID whose own queries the rules exempt; a subset of the cases).
 
+Environments (issue 10): the default one above (kubelet's search list, a stand-in CoreDNS), and
+variants that change the pod's search list and the stand-in's behaviour (`ENVIRONMENTS`): node
+search domains answering NODATA or NXDOMAIN for everything under them, a systemd-resolved-like
+node resolver failing single-label names, CoreDNS's `template IN AAAA` hack and an air-gapped
+cluster.  Their cases (`ENV_CASES`, ids `<env>/<case>`) run in the "before" and "after" phases,
+in the same labs as the default cases.
+
 Namespace names carry the harness PID (`podnslab-<pid>-...`), so concurrent
 runs never collide; a later run removes namespaces whose owning PID is gone.
 Only 198.18.0.0/15 addresses and loopback are used; no route leads anywhere else.
@@ -48,6 +55,8 @@ import clusterdns  # noqa: E402
 LAB_TARGET = os.environ.get("LAB_TARGET_DIR", os.path.join(REPO, "target", "lab"))
 BIN_DIR = os.path.join(LAB_TARGET, "bin")
 HICKORY_BIN = os.path.join(LAB_TARGET, "debug", "lab-hickory-client")
+CARES_OLD_BIN = os.path.join(BIN_DIR, "gethostbyname-cares-old")
+GO_BIN = os.path.join(BIN_DIR, "lookup-go")
 
 POD_IP = "198.18.0.2"
 DNS_IP = "198.18.0.10"
@@ -62,7 +71,9 @@ PODNS_START_TIMEOUT_S = 15.0
 READY_TRIES = 200
 READY_INTERVAL_S = 0.05
 
-CLIENTS = ["glibc", "musl", "cares", "hickory", "dig"]
+# cares-old: c-ares 1.13.0, ares_gethostbyname(AF_UNSPEC) as pgbouncer calls it; go: Go's pure
+# resolver (net.Resolver{PreferGo: true}, GODEBUG=netdns=go).  Both built by run.sh.
+CLIENTS = ["glibc", "musl", "cares", "cares-old", "go", "hickory", "dig"]
 PHASES = ["before", "after", "capture"]
 
 # Capture mode: the local port podns listens on, and the UID it runs as (the UID the
@@ -82,14 +93,63 @@ CAPTURE_EXTRAS = [
     ("ipv6-tcp", ["::1", "+tcp"]),
 ]
 CAPTURE_EXTRA_NAME = "kubernetes.default.svc.cluster.local"
+# The phases that run the other environments' cases (issue 10; capture: the default one only).
+ENV_PHASES = ("before", "after")
 
 LAST_REPORT: dict = {}  # the last run_all() result, for the pytest summary
-LAB_INFO: dict = {}  # (phase, client) -> what a lab observed beyond its rows (capture rules)
+LAB_INFO: dict = {}  # lab key -> what a lab observed beyond its rows (capture rules)
 ABORT = threading.Event()  # set on SIGTERM/SIGINT: labs stop creating things
 
 
 # --------------------------------------------------------------------------
 # Cases
+
+
+@dataclass
+class Environment:
+    """A pod's search list and how the DNS behind the cluster DNS behaves (stand-in rules,
+    applied after a case's own)."""
+    id: str
+    search: list
+    rules: list = field(default_factory=list)
+    note: str = ""
+
+
+def _zone_rules(zone, action):
+    """Every question at or under `zone` answered `action` with the zone's SOA."""
+    return [{"name": zone, "type": "*", "proto": "*", "action": action, "soa": zone},
+            {"name": "*." + zone, "type": "*", "proto": "*", "action": action, "soa": zone}]
+
+
+# cluster names answered as CoreDNS's kubernetes plugin does (the first matching rule wins)
+_CLUSTER_AS_USUAL = [{"name": "cluster.local.", "type": "*", "proto": "*", "action": "answer"},
+                     {"name": "*.cluster.local.", "type": "*", "proto": "*", "action": "answer"}]
+
+DEFAULT_ENV = "default"
+ENVIRONMENTS = [
+    Environment(DEFAULT_ENV, SEARCH, [], "kubelet's search list, stand-in CoreDNS"),
+    Environment("node-nodata", SEARCH + ["nodata.lab.example"],
+                _zone_rules("nodata.lab.example.", "nodata"),
+                "kubelet appends the node's search domain, whose DNS answers NOERROR/NODATA "
+                "(+SOA) for any name under it (an MX wildcard, some cloud/router resolvers)"),
+    Environment("node-nxdomain", SEARCH + ["nx.lab.example"],
+                _zone_rules("nx.lab.example.", "nxdomain"),
+                "the node's search domain answers NXDOMAIN for any name under it"),
+    Environment("resolved", SEARCH,
+                _CLUSTER_AS_USUAL + [{"name": "*", "type": "*", "proto": "*", "labels": 1,
+                                      "action": "servfail"}],
+                "CoreDNS forwards to a systemd-resolved-like node resolver: SERVFAIL for "
+                "every single-label name outside the cluster"),
+    Environment("template-aaaa", SEARCH,
+                [{"name": "*", "type": "AAAA", "proto": "*", "action": "nodata"}],
+                "CoreDNS `template IN AAAA . { rcode NOERROR }`: every AAAA answered NOERROR, "
+                "no records, no SOA, for every name (even missing ones)"),
+    Environment("airgap", SEARCH,
+                _CLUSTER_AS_USUAL + [{"name": "*", "type": "*", "proto": "*",
+                                      "action": "servfail"}],
+                "air-gapped cluster: SERVFAIL for every name outside the cluster"),
+]
+ENV_BY_ID = {e.id: e for e in ENVIRONMENTS}
 
 
 @dataclass
@@ -101,10 +161,20 @@ class Case:
     rules: list = field(default_factory=list)
     resolv_options: list = field(default_factory=list)  # beyond ndots
     note: str = ""
+    env: str = DEFAULT_ENV
 
     @property
     def healthy(self):
         return not self.rules
+
+    @property
+    def environment(self):
+        return ENV_BY_ID[self.env]
+
+    @property
+    def all_rules(self):
+        """What the stand-in is told for this case: the case's rules, then its environment's."""
+        return list(self.rules) + list(self.environment.rules)
 
 
 def _servfail_aaaa(name):
@@ -149,7 +219,46 @@ CASES = [
          rules=[{"name": "*", "type": "*", "proto": "*", "action": "drop"}],
          resolv_options=["timeout:1", "attempts:1"]),
 ]
-CASE_BY_ID = {c.id: c for c in CASES}
+
+
+def _env_case(env, base, name, kind, fqdn, rules=(), note=""):
+    return Case("%s/%s" % (env, base), name, kind, fqdn, rules=list(rules), note=note, env=env)
+
+
+_PYPI = ("ext-1dot", "pypi.org", "external", "pypi.org.")
+_FILES = ("ext-2dot-cname", "files.pythonhosted.org", "external", "files.pythonhosted.org.")
+_MYAPP = ("short-svc", "myapp", "cluster", "myapp.default.svc.cluster.local.")
+_EXT_MISSING = ("ext-missing", "nothing-here.example.net", "missing", None)
+_CLUSTER_MISSING = ("cluster-missing", "nosuchsvc", "missing", None)
+
+# Issue 10: the environments, each crossed with the cases that show what it changes.
+ENV_CASES = [
+    *(_env_case("node-nodata", *c) for c in (_PYPI, _FILES, _MYAPP, _EXT_MISSING)),
+    *(_env_case("node-nxdomain", *c) for c in (_PYPI, _FILES, _MYAPP, _EXT_MISSING)),
+    _env_case("resolved", "short-svc-pg", "postgresql-primary", "cluster",
+              "postgresql-primary.default.svc.cluster.local.",
+              note="pgbouncer: c-ares < 1.16 walks the whole search list for AAAA first and "
+                   "ends on the bare name's SERVFAIL"),
+    _env_case("resolved", *_CLUSTER_MISSING),
+    _env_case("resolved", "aaaa-servfail-external", "legacy-api.example.com", "external",
+              "legacy-api.example.com.", rules=_servfail_aaaa("legacy-api.example.com.")),
+    *(_env_case("template-aaaa", *c)
+      for c in (_MYAPP, _PYPI, _FILES, _CLUSTER_MISSING, _EXT_MISSING)),
+    _env_case("airgap", *_MYAPP),
+    _env_case("airgap", "k8s-default", "kubernetes.default", "cluster",
+              "kubernetes.default.svc.cluster.local."),
+    _env_case("airgap", "headless-pod", "db-0.db.lab", "cluster",
+              "db-0.db.lab.svc.cluster.local."),
+    _env_case("airgap", "svc-fqdn", "kubernetes.default.svc.cluster.local", "cluster",
+              "kubernetes.default.svc.cluster.local."),
+    _env_case("airgap", *_CLUSTER_MISSING),
+    _env_case("airgap", "ext-1dot", "pypi.org", "unreachable", None,
+              note="exists on the internet, which the cluster cannot reach"),
+    _env_case("airgap", *_EXT_MISSING),
+]
+# Every case the lab runs: the default environment's, then the other environments'.
+ALL_CASES = CASES + ENV_CASES
+CASE_BY_ID = {c.id: c for c in ALL_CASES}
 
 
 def truth(fqdn, qtypes=("A", "AAAA")):
@@ -165,13 +274,29 @@ def truth(fqdn, qtypes=("A", "AAAA")):
     return out
 
 
+def truth_under(case: Case, qtype: str):
+    """Addresses of type `qtype` the stand-in gives the case's name under the case's rules and
+    its environment's (an AAAA answered with SERVFAIL, or by `template-aaaa`: none)."""
+    out = set()
+    if case.fqdn is None:
+        return out
+    _action, ans, _rcode = clusterdns.decide(case.all_rules, case.fqdn, qtype, "udp", DNS_IP)
+    for (_n, _ttl, rtype, value) in (ans.answer if ans is not None else []):
+        if rtype == qtype:
+            out.add(value)
+    return out
+
+
 def expected_addresses(case: Case, client: str):
-    """What a correct resolution returns for this client (dig asks A only;
-    an AAAA answered with SERVFAIL contributes nothing)."""
-    qtypes = ["A"] if client == "dig" else ["A", "AAAA"]
-    if any(r.get("type") == "AAAA" and r.get("action") == "servfail" for r in case.rules):
-        qtypes = [q for q in qtypes if q != "AAAA"]
-    return truth(case.fqdn, qtypes)
+    """What a correct resolution returns for this client (dig asks A only; cares-old,
+    ares_gethostbyname(AF_UNSPEC), returns one family: the AAAA addresses when there are
+    any, else the A ones; an AAAA answered with SERVFAIL contributes nothing)."""
+    if client == "dig":
+        return truth_under(case, "A")
+    a, aaaa = truth_under(case, "A"), truth_under(case, "AAAA")
+    if client == "cares-old":
+        return aaaa or a
+    return a | aaaa
 
 
 # podns's own upstream health probe (the brief: `<cluster-domain>. SOA`): not a
@@ -186,6 +311,10 @@ def is_probe(qname: str, tlds) -> bool:
                      "%s.%s.svc.cluster.local." % (tld, POD_NAMESPACE)):
             return True
     return False
+
+
+def search_for(case: Case):
+    return case.environment.search
 
 
 def case_tlds(case: Case):
@@ -514,9 +643,9 @@ class Lab:
         with _LIVE_LOCK:
             _LIVE_LABS.discard(self)
 
-    def write_resolv_conf(self, nameserver, options=()):
+    def write_resolv_conf(self, nameserver, options=(), search=SEARCH):
         opts = ["ndots:%d" % NDOTS] + list(options)
-        text = "search %s\nnameserver %s\noptions %s\n" % (" ".join(SEARCH), nameserver,
+        text = "search %s\nnameserver %s\noptions %s\n" % (" ".join(search), nameserver,
                                                            " ".join(opts))
         path = os.path.join("/etc/netns", self.pod, "resolv.conf")
         tmp = path + ".tmp"
@@ -666,8 +795,8 @@ class Lab:
 
     # -- clients -----------------------------------------------------------
 
-    def run_client(self, client, name):
-        argv = client_argv(client, name)
+    def run_client(self, client, name, resolv_options=()):
+        argv = client_argv(client, name, resolv_options)
         rc, out, err, wall_ms = self.run(["ip", "netns", "exec", self.pod, *argv],
                                          CLIENT_TIMEOUT_S)
         if rc is None:
@@ -748,13 +877,36 @@ def rule_packets(lines):
     return out
 
 
-def client_argv(client, name):
+def old_cares_res_options(resolv_options):
+    """c-ares 1.13 reads only the BSD spellings of resolv.conf's timing options (`retrans:`
+    in milliseconds, `retry:`), not `timeout:`/`attempts:`; its defaults (5 s, 4 tries, the
+    timeout doubling per try) outlast the harness's bound on a dead cluster DNS.  The same
+    settings in its dialect, for its RES_OPTIONS environment variable (read before
+    resolv.conf), or None when the case sets none."""
+    out = []
+    for opt in resolv_options:
+        key, _, val = opt.partition(":")
+        if key == "timeout":
+            out.append("retrans:%d" % (int(val) * 1000))
+        elif key == "attempts":
+            out.append("retry:%s" % val)
+    return " ".join(out) or None
+
+
+def client_argv(client, name, resolv_options=()):
     if client == "glibc":
         return [os.path.join(BIN_DIR, "gai-glibc"), name]
     if client == "musl":
         return [os.path.join(BIN_DIR, "gai-musl"), name]
     if client == "cares":
         return [sys.executable, os.path.join(HERE, "cares_client.py"), name]
+    if client == "cares-old":
+        res_options = old_cares_res_options(resolv_options)
+        if res_options:
+            return ["env", "RES_OPTIONS=" + res_options, CARES_OLD_BIN, name]
+        return [CARES_OLD_BIN, name]
+    if client == "go":
+        return ["env", "GODEBUG=netdns=go", GO_BIN, name]
     if client == "hickory":
         return [HICKORY_BIN, name]
     if client == "dig":
@@ -769,6 +921,8 @@ def missing_clients():
         ("glibc", os.path.join(BIN_DIR, "gai-glibc"), "built by run.sh with gcc"),
         ("musl", os.path.join(BIN_DIR, "gai-musl"), "built by run.sh with musl-gcc (musl-tools)"),
         ("hickory", HICKORY_BIN, "built by run.sh (cargo, tests/lab/hickory-client)"),
+        ("cares-old", CARES_OLD_BIN, "built by run.sh: c-ares 1.13.0 + gethostbyname_old.c"),
+        ("go", GO_BIN, "built by run.sh with go (golang-go), tests/lab/go-client"),
     ]:
         if not os.access(path, os.X_OK):
             missing[c] = "%s missing (%s)" % (path, what)
@@ -799,12 +953,30 @@ def parse_client_output(client, out, rc):
                 "elapsed_ms": None}
     d = json.loads(line)
     addrs = sorted(set(d.get("addresses", [])))
-    if d.get("ok"):
+    if d.get("ok") and not addrs:
+        # the library said "success" with nothing to connect to (c-ares 1.13 does, for a CNAME
+        # whose target has no address): for the application that is a failed lookup
+        d["ok"], d["error"] = False, "NO_ADDRESS (%s)" % (d.get("error") or "library said ok")
+        cat = "noaddress"
+    elif d.get("ok"):
         cat = "ok"
     elif client in ("glibc", "musl"):
         cat = EAI_CATEGORY.get(d.get("error"), "other")
-    elif client == "cares":
+    elif client in ("cares", "cares-old"):
         cat = ARES_CATEGORY.get(d.get("error"), "other")
+    elif client == "go":
+        kind = d.get("kind")
+        err = (d.get("error") or "").lower()
+        if kind == "notfound":
+            cat = "notfound"
+        elif kind == "timeout":
+            cat = "timeout"
+        elif "server misbehaving" in err:  # Go's word for SERVFAIL (and other rcodes)
+            cat = "servfail"
+        elif kind == "temporary":
+            cat = "again"
+        else:
+            cat = "other"
     else:  # hickory
         kind = d.get("kind")
         err = (d.get("error") or "").lower()
@@ -887,6 +1059,16 @@ def environment():
         env["cares"] = "pycares %s, c-ares %s" % (pycares.__version__, pycares.ARES_VERSION)
     except ImportError:
         env["cares"] = None
+    line = _first_line([CARES_OLD_BIN, "localhost"]) if os.access(CARES_OLD_BIN, os.X_OK) else None
+    try:
+        env["cares-old"] = "c-ares %s, ares_gethostbyname" % json.loads(line)["cares"]
+    except (TypeError, ValueError, KeyError):
+        env["cares-old"] = None
+    line = _first_line([GO_BIN, "localhost"]) if os.access(GO_BIN, os.X_OK) else None
+    try:
+        env["go"] = "%s, pure Go resolver" % json.loads(line)["go"]
+    except (TypeError, ValueError, KeyError):
+        env["go"] = None
     try:
         lock = open(os.path.join(HERE, "hickory-client", "Cargo.lock")).read()
         m = re.search(r'name = "hickory-resolver"\nversion = "([^"]+)"', lock)
@@ -896,14 +1078,32 @@ def environment():
     return env
 
 
-def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
+# The labs of one (phase, client): one per group of environments.
+LAB_GROUPS = (DEFAULT_ENV, "envs", "airgap")
+
+
+def env_group(env):
+    return env if env in (DEFAULT_ENV, "airgap") else "envs"
+
+
+def lab_key(phase, client, group=DEFAULT_ENV):
+    """The name of one lab in the report: phase/client (the default environment's cases), or
+    phase/client/<group> (the other environments' cases, in labs of their own)."""
+    return "%s/%s" % (phase, client) if group == DEFAULT_ENV else "%s/%s/%s" % (phase, client,
+                                                                               group)
+
+
+def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None,
+            group=DEFAULT_ENV):
     """Run every case for one client in one fresh lab; returns result rows."""
-    tag = "%s-%s" % (phase[0], client)
+    tag = "%s-%s" % (phase[0], client) + ("" if group == DEFAULT_ENV else "-" + group[0])
     lab = Lab(tag, logdir)
     rows = []
     info = {}
     if phase == "capture":
         cases = [c for c in cases if c.id in CAPTURE_CASES]
+    else:
+        cases = [c for c in cases if c.env == DEFAULT_ENV or phase in ENV_PHASES]
     try:
         if phase in ("after", "capture") and not (podns_bin and os.access(podns_bin, os.X_OK)):
             raise LabError("podns binary %r is missing or not executable (set PODNS_BIN or "
@@ -919,23 +1119,24 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
             if ABORT.is_set():
                 raise LabError("aborted")
             row = {"phase": phase, "client": client, "case": case.id, "name": case.name,
-                   "kind": case.kind, "rules": case.rules}
+                   "kind": case.kind, "rules": case.rules, "env": case.env}
+            search = search_for(case)
             podns = None
             try:
                 if phase == "after":
-                    lab.write_resolv_conf("127.0.0.1", case.resolv_options)
+                    lab.write_resolv_conf("127.0.0.1", case.resolv_options, search)
                     lab.set_rules([])  # podns must see a healthy upstream to become ready
                     podns = lab.start_podns(podns_bin, podns_args)
                 elif phase == "capture":
                     # kubelet's resolv.conf, untouched: podns takes its upstream from it
-                    lab.write_resolv_conf(DNS_IP, case.resolv_options)
+                    lab.write_resolv_conf(DNS_IP, case.resolv_options, search)
                     lab.set_rules([])
                     podns = lab.start_podns(podns_bin, podns_args, capture=True)
                 else:
-                    lab.write_resolv_conf(DNS_IP, case.resolv_options)
-                lab.set_rules(case.rules)
+                    lab.write_resolv_conf(DNS_IP, case.resolv_options, search)
+                lab.set_rules(case.all_rules)
                 lab.take_log()
-                row.update(lab.run_client(client, case.name))
+                row.update(lab.run_client(client, case.name, case.resolv_options))
                 if phase == "capture":
                     row["podns"] = lab.podns_observe(podns)
                 if podns is not None:
@@ -952,7 +1153,8 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
             lab.set_rules([])
             row["queries"] = len(log)
             row["query_log"] = [{k: q.get(k) for k in ("proto", "name", "type", "action",
-                                                          "rcode", "tc", "src")} for q in log]
+                                                          "rcode", "tc", "src", "edns",
+                                                          "payload")} for q in log]
             rows.append(row)
         if phase == "capture":
             if client == "dig":
@@ -966,13 +1168,14 @@ def run_lab(phase, client, cases, podns_bin=None, podns_args=(), logdir=None):
             if case.id not in done:
                 rows.append({"phase": phase, "client": client, "case": case.id,
                              "name": case.name, "kind": case.kind, "rules": case.rules,
+                             "env": case.env,
                              "ok": False, "addresses": [], "error": "LAB: %s" % e,
                              "category": "lab-error", "elapsed_ms": None, "wall_ms": None,
                              "queries": None, "query_log": []})
     finally:
         lab.teardown()
         if info:
-            LAB_INFO[(phase, client)] = info
+            LAB_INFO[lab_key(phase, client, group)] = info
     return rows
 
 
@@ -985,20 +1188,25 @@ def missing_capture_tools():
     return None
 
 
-def run_all(phases=PHASES, clients=CLIENTS, cases=CASES, podns_bin=None, podns_args=(),
+def run_all(phases=PHASES, clients=CLIENTS, cases=ALL_CASES, podns_bin=None, podns_args=(),
             parallel=None, logdir=None):
     logdir = logdir or os.path.join(LAB_TARGET, "logs")
     os.makedirs(logdir, exist_ok=True)
     remove_stale_namespaces()
     check_privileges()
-    jobs = [(p, c) for p in phases for c in clients]
+    # The other environments' cases run in labs of their own, beside the default ones: their
+    # lookups wait out musl's SERVFAIL timeouts too (5 s each; airgap has three), and in series
+    # the labs would add them up.
+    groups = {g: [c for c in cases if env_group(c.env) == g] for g in LAB_GROUPS}
+    jobs = [(p, c, g) for p in phases for c in clients for g in groups
+            if groups[g] and (g == DEFAULT_ENV or p in ENV_PHASES)]
     parallel = parallel or int(os.environ.get("LAB_PARALLEL", "0")) or len(jobs)
     results = {}
     t0 = time.monotonic()
     ex = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
     try:
-        futs = {ex.submit(run_lab, p, c, cases, podns_bin, podns_args, logdir): (p, c)
-                for (p, c) in jobs}
+        futs = {ex.submit(run_lab, p, c, groups[g], podns_bin, podns_args, logdir, g): (p, c, g)
+                for (p, c, g) in jobs}
         for fut in concurrent.futures.as_completed(futs):
             results[futs[fut]] = fut.result()
     except BaseException:
@@ -1015,9 +1223,12 @@ def run_all(phases=PHASES, clients=CLIENTS, cases=CASES, podns_bin=None, podns_a
             "podns_version": _first_line([podns_bin, "--version"]) if podns_bin else None,
             "environment": environment(),
             "clients": list(clients), "phases": list(phases),
-            "labs": {"%s/%s" % job: LAB_INFO[job] for job in jobs if job in LAB_INFO},
+            "labs": {lab_key(*job): LAB_INFO[lab_key(*job)] for job in jobs
+                     if lab_key(*job) in LAB_INFO},
+            "environments": [{"id": e.id, "search": e.search, "rules": e.rules, "note": e.note}
+                             for e in ENVIRONMENTS if any(c.env == e.id for c in cases)],
             "cases": [{"id": c.id, "name": c.name, "kind": c.kind, "rules": c.rules,
-                       "resolv_options": c.resolv_options, "note": c.note,
+                       "env": c.env, "resolv_options": c.resolv_options, "note": c.note,
                        "truth": sorted(truth(c.fqdn))} for c in cases],
             "rows": rows}
 
@@ -1036,10 +1247,11 @@ def _cell(row):
     q = row.get("queries")
     addrs = row.get("addresses") or []
     if row["ok"]:
-        what = "ok " + addrs[0] + ("+%d" % (len(addrs) - 1) if len(addrs) > 1 else "")
+        what = ("ok " + addrs[0] + ("+%d" % (len(addrs) - 1) if len(addrs) > 1 else "")
+                if addrs else "ok NO ADDRESS")
     else:
         err = str(row.get("error") or row.get("category") or "fail")
-        if row.get("client") == "hickory":
+        if row.get("client") in ("hickory", "go"):
             err = str(row.get("category"))  # its messages are long; the JSON has them
         what = "FAIL " + err[:24]
     return "%s %s q=%s" % (what, t, q)
@@ -1049,29 +1261,34 @@ def format_table(report):
     rows = report["rows"]
     idx = {(r["phase"], r["client"], r["case"]): r for r in rows}
     phases = [p for p in PHASES if p in report["phases"]]
-    header = ["case", "name", "client", *phases]
+    header = ["env", "case", "name", "client", *phases]
     lines = []
     for c in report["cases"]:
+        env = c.get("env", DEFAULT_ENV)
         for client in report["clients"]:
-            lines.append([c["id"], c["name"], client,
+            lines.append([env, c["id"].split("/", 1)[-1], c["name"], client,
                           *(_cell(idx.get((p, client, c["id"]))) for p in phases)])
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
     fmt = "  ".join("%%-%ds" % w for w in widths)
     out = [fmt % tuple(header), fmt % tuple("-" * w for w in widths)]
-    prev = None
+    prev = prev_env = None
     for ln in lines:
         shown = list(ln)
-        if ln[0] == prev:
-            shown[0] = shown[1] = ""
-        prev = ln[0]
+        if (ln[0], ln[1]) == prev:
+            shown[1] = shown[2] = ""
+        if ln[0] == prev_env:
+            shown[0] = ""
+        prev, prev_env = (ln[0], ln[1]), ln[0]
         out.append(fmt % tuple(shown))
     out.append("cell: outcome, first address(+more), time measured by the client (dig: the "
                "whole process), queries received by the cluster DNS (q=)")
     out.append("")
-    out.append("per client, names that exist (no misbehaviour): lookups ok, and mean queries "
-               "at the cluster DNS per lookup (cluster names | external names)")
+    out.append("per client, names that exist (default environment, no misbehaviour): lookups "
+               "ok, and mean queries at the cluster DNS per lookup (cluster names | external "
+               "names)")
     healthy = {c["id"]: c for c in report["cases"]
-               if not c["rules"] and c["kind"] in ("cluster", "external")}
+               if not c["rules"] and c["kind"] in ("cluster", "external")
+               and c.get("env", DEFAULT_ENV) == DEFAULT_ENV}
     for client in report["clients"]:
         parts = []
         for phase in report["phases"]:
@@ -1098,18 +1315,21 @@ def write_report(report, path=None):
 
 
 def main(argv):
-    """python3 lab.py [before|after|capture|both|all] [client...]: run and print the table
-    (both: before and after; all, the default: the three phases)."""
+    """python3 lab.py [before|after|capture|both|all] [client...] [environment...]: run and
+    print the table (both: before and after; all, the default: the three phases; naming
+    environments runs only their cases)."""
     install_signal_handlers()
     phases = PHASES
     named = {"all": PHASES, "both": ["before", "after"]}
     if len(argv) > 1 and argv[1] in ("before", "after", "capture", "both", "all"):
         phases = named.get(argv[1], [argv[1]])
         argv = argv[1:]
-    clients = argv[1:] or CLIENTS
+    envs = [a for a in argv[1:] if a in ENV_BY_ID]
+    clients = [a for a in argv[1:] if a not in ENV_BY_ID] or CLIENTS
+    cases = [c for c in ALL_CASES if c.env in envs] if envs else ALL_CASES
     podns_bin = os.environ.get("PODNS_BIN", os.path.join(REPO, "target", "release", "podns"))
     extra = os.environ.get("PODNS_ARGS", "").split()
-    report = run_all(phases, clients, CASES, podns_bin, extra)
+    report = run_all(phases, clients, cases, podns_bin, extra)
     print(format_table(report))
     print("report: %s (%.1f s)" % (write_report(report), report["duration_s"]))
     return 0

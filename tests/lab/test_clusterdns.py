@@ -164,6 +164,36 @@ def test_misbehaviour_rules(server):
     assert server.udp("legacy.default.svc.cluster.local.", "AAAA").rcode() == dns.rcode.NOERROR
 
 
+def test_environment_rules_nodata_nxdomain_labels(server):
+    """The rules the lab's environments (issue 10) are made of: a node search domain answering
+    NODATA (with its SOA) or NXDOMAIN for everything under it, CoreDNS's `template IN AAAA`
+    (NOERROR, no records, no SOA), and single-label names failing (systemd-resolved)."""
+    server.control(op="rules", rules=[
+        {"name": "*.nodata.lab.example.", "action": "nodata", "soa": "nodata.lab.example."},
+        {"name": "*.nx.lab.example.", "action": "nxdomain", "soa": "nx.lab.example."},
+        {"name": "*.cluster.local.", "action": "answer"},
+        {"name": "*", "labels": 1, "action": "servfail"},
+        {"name": "*", "type": "AAAA", "action": "nodata"},
+    ])
+    r = server.udp("pypi.org.nodata.lab.example.", "A")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert [rr.name.to_text() for rr in r.authority
+            if rr.rdtype == dns.rdatatype.SOA] == ["nodata.lab.example."]
+    r = server.udp("x.y.nx.lab.example.", "AAAA")
+    assert r.rcode() == dns.rcode.NXDOMAIN and soa_in_authority(r)
+    assert server.udp("postgresql-primary.", "A").rcode() == dns.rcode.SERVFAIL
+    assert server.udp("pypi.org.", "A").rcode() == dns.rcode.NOERROR  # two labels
+    r = server.udp("pypi.org.", "AAAA")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer and not r.authority
+    r = server.udp("nothing-here.example.net.", "AAAA")  # even a name that does not exist
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer and not r.authority
+    # cluster names answer normally, AAAA included (the earlier rule wins)
+    r = server.udp("myapp.default.svc.cluster.local.", "AAAA")
+    assert r.rcode() == dns.rcode.NOERROR and soa_in_authority(r)
+    with pytest.raises(AssertionError):
+        server.control(op="rules", rules=[{"name": "*", "action": "bogus"}])
+
+
 def test_query_log_counts_and_resets(server):
     server.control(op="reset")
     server.udp("myapp.default.svc.cluster.local.", "A")
