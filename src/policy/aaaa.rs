@@ -5,8 +5,9 @@
 //! retries until its timeout. podns answers such an AAAA from what the A query for the same
 //! name says: A exists → NODATA (cacheable, via a synthesized SOA); A is NXDOMAIN → NXDOMAIN (a
 //! NODATA would end musl's search walk early and hide the name under a later search domain);
-//! A failed too → a short NODATA (5 s), which leaves every stub to its A answer and keeps c-ares
-//! before 1.16 walking instead of failing on a SERVFAIL (see [`AaaaPolicy::verdict`]). The same machinery serves every type in
+//! A failed too → a short NODATA (5 s) when the upstream answered that failure, which leaves every
+//! stub to its A answer and keeps c-ares before 1.16 walking instead of failing on a SERVFAIL;
+//! SERVFAIL when A got no answer at all (see [`AaaaPolicy::verdict`]). The same machinery serves every type in
 //! `--synthesize-types` (HTTPS and SVCB are the natural candidates).
 //!
 //! Pure decisions only: the handler does the lookups and passes in their outcomes.
@@ -75,8 +76,11 @@ pub enum AOutcome {
     /// NOERROR (with or without addresses: the name exists).
     Exists,
     NxDomain,
-    /// SERVFAIL, REFUSED, no answer, or anything unexpected.
-    Failed,
+    /// The upstream answered, with SERVFAIL, REFUSED or another error: it is up, and fails
+    /// this name.
+    Refused,
+    /// No answer (or none that could be read): the upstream may be down.
+    Silent,
 }
 
 impl AOutcome {
@@ -85,7 +89,7 @@ impl AOutcome {
         match rc {
             rcode::NOERROR => AOutcome::Exists,
             rcode::NXDOMAIN => AOutcome::NxDomain,
-            _ => AOutcome::Failed,
+            _ => AOutcome::Refused,
         }
     }
 }
@@ -94,9 +98,14 @@ impl AOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// NOERROR, no answers, SOA with this TTL.
-    NoData { ttl: u32 },
+    NoData {
+        ttl: u32,
+    },
     /// NXDOMAIN, SOA with this TTL.
-    NxDomain { ttl: u32 },
+    NxDomain {
+        ttl: u32,
+    },
+    ServFail,
 }
 
 /// A `--aaaa-nodata-for` pattern: a domain suffix, or a regex over the dotted lower-case name
@@ -184,7 +193,9 @@ impl AaaaPolicy {
         match (a, reason) {
             (AOutcome::Exists, _) => Verdict::NoData { ttl },
             (AOutcome::NxDomain, _) => Verdict::NxDomain { ttl },
-            // No A outcome either: a short NODATA, not SERVFAIL. For every stub an AAAA NODATA
+            // The upstream answered A with a failure too (it is up, and fails or refuses this
+            // name: systemd-resolved with single-label names, an air-gapped cluster): a short
+            // NODATA, not SERVFAIL. For every stub an AAAA NODATA
             // leaves the lookup to its A answer, which is what it makes of an AAAA timeout too;
             // but c-ares before 1.16 walks the whole search list for AAAA first, and a SERVFAIL
             // ends that walk in failure (it retries, then reports ECONNREFUSED), where a NODATA
@@ -192,7 +203,13 @@ impl AaaaPolicy {
             // ares_gethostbyname.c and ares_search.c 1.13). glibc, musl, c-ares ≥ 1.16, Go and
             // hickory fail or go on on the A query's own failure whatever AAAA says. Short, so
             // that a name whose upstream recovers gets its AAAA back soon.
-            (AOutcome::Failed, _) => Verdict::NoData { ttl: TIMEOUT_TTL.min(ttl) },
+            (AOutcome::Refused, _) => Verdict::NoData { ttl: TIMEOUT_TTL.min(ttl) },
+            // No answer for A either (cluster DNS may be down): SERVFAIL, honestly. A NODATA
+            // would turn glibc's "try again" (EAI_AGAIN) into "no such name" (its `got_nodata`),
+            // which applications and caches keep. (c-ares before 1.16 alone would fall back to A
+            // on an AAAA timeout; through podns it fails on this SERVFAIL: the price of telling
+            // every other stub the truth about an outage.)
+            (AOutcome::Silent, _) => Verdict::ServFail,
         }
     }
 }
@@ -274,15 +291,17 @@ mod tests {
             (AOutcome::NxDomain, Reason::Servfail, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::NoIpv6, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::Timeout, Verdict::NxDomain { ttl: TIMEOUT_TTL }),
-            (AOutcome::Failed, Reason::Servfail, Verdict::NoData { ttl: TIMEOUT_TTL }),
-            (AOutcome::Failed, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
-            (AOutcome::Failed, Reason::Rule, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Refused, Reason::Servfail, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Refused, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Refused, Reason::Rule, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Silent, Reason::Servfail, Verdict::ServFail),
+            (AOutcome::Silent, Reason::Timeout, Verdict::ServFail),
         ] {
             assert_eq!(p.verdict(a, reason), want, "{a:?} {reason:?}");
         }
         assert_eq!(AOutcome::from_rcode(rcode::NOERROR), AOutcome::Exists);
         assert_eq!(AOutcome::from_rcode(rcode::NXDOMAIN), AOutcome::NxDomain);
-        assert_eq!(AOutcome::from_rcode(rcode::SERVFAIL), AOutcome::Failed);
-        assert_eq!(AOutcome::from_rcode(rcode::REFUSED), AOutcome::Failed);
+        assert_eq!(AOutcome::from_rcode(rcode::SERVFAIL), AOutcome::Refused);
+        assert_eq!(AOutcome::from_rcode(rcode::REFUSED), AOutcome::Refused);
     }
 }

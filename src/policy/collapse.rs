@@ -71,16 +71,17 @@ pub enum Verdict {
 /// (only after a NODATA for an address type).
 pub fn verdict(own: Found, sibling: Option<Found>) -> Verdict {
     match (own, sibling) {
-        (Found::Data, _) | (Found::NoData, Some(Found::Data)) => Verdict::Owner,
+        (Found::Data, _) | (Found::NoData | Found::Failed, Some(Found::Data)) => Verdict::Owner,
         (Found::Failed, _) => Verdict::Failed,
         _ => Verdict::Skip,
     }
 }
 
 /// Whether, after `own` for an address type, the sibling type must be asked to judge the
-/// candidate.
+/// candidate: after a NODATA, and after a failure (a name whose other type has addresses owns
+/// the lookup even when this type cannot be had: getaddrinfo keeps the addresses it got).
 pub fn needs_sibling(qtype: u16, own: Found) -> bool {
-    own == Found::NoData && sibling(qtype).is_some()
+    matches!(own, Found::NoData | Found::Failed) && sibling(qtype).is_some()
 }
 
 /// The answer to the client's query once the candidates are judged.
@@ -142,6 +143,13 @@ mod tests {
         assert!(!needs_sibling(rtype::MX, Found::NoData), "only address types have a sibling");
         assert_eq!(verdict(Found::NoData, Some(Found::Data)), Verdict::Owner);
         assert_eq!(outcome([verdict(Found::NoData, Some(Found::Data)), verdict(Found::Data, None)]), Outcome::Owner(0));
+    }
+
+    #[test]
+    fn a_failed_type_with_addresses_of_the_other_owns_the_name() {
+        assert!(needs_sibling(rtype::AAAA, Found::Failed));
+        assert_eq!(verdict(Found::Failed, Some(Found::Data)), Verdict::Owner);
+        assert_eq!(verdict(Found::Failed, Some(Found::NoData)), Verdict::Failed);
     }
 
     #[test]

@@ -123,27 +123,31 @@ impl Handler {
     }
 
     /// The denial (rcode, SOA TTL) to synthesize for `qtype` at `name` from what the A query for
-    /// the same name says (in flight, cached, or asked now). Counts it.
-    pub(super) async fn denial_from_a(&self, name: &[u8], qtype: u16, flags: u8, reason: Reason) -> (u16, u32) {
+    /// the same name says (in flight, cached, or asked now); `None` for SERVFAIL. Counts it.
+    pub(super) async fn denial_from_a(&self, name: &[u8], qtype: u16, flags: u8, reason: Reason) -> Option<(u16, u32)> {
         let a = match self.resolver.lookup(name, rtype::A, flags).await {
             Ok(Resolved { reply, .. }) => {
-                Header::parse(&reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()))
+                Header::parse(&reply).map_or(AOutcome::Silent, |h| AOutcome::from_rcode(h.rcode()))
             }
-            Err(_) => AOutcome::Failed,
+            Err(ResolveError::Exhausted(UpstreamError::Rcode(..))) => AOutcome::Refused,
+            Err(_) => AOutcome::Silent,
         };
         let denial = match self.aaaa.verdict(a, reason) {
             Verdict::NoData { ttl } => (rcode::NOERROR, ttl),
             Verdict::NxDomain { ttl } => (rcode::NXDOMAIN, ttl),
+            Verdict::ServFail => return None,
         };
         self.metrics.synthesized(qtype, reason);
-        denial
+        Some(denial)
     }
 
     /// Answers a query of a synthesized type from the A outcome for its name, and caches the
     /// answer.
     pub(super) async fn answer_from_a(&self, msg: &[u8], q: &ParsedQuery, reason: Reason) -> Answer {
         let flags = key_flags(q.opt.is_some_and(|o| o.dnssec_ok), q.header.cd());
-        let (rc, ttl) = self.denial_from_a(q.question.name(msg), q.question.qtype, flags, reason).await;
+        let Some((rc, ttl)) = self.denial_from_a(q.question.name(msg), q.question.qtype, flags, reason).await else {
+            return self.servfail(msg, q);
+        };
         let mut out = BytesMut::with_capacity(q.question.end + 80);
         negative_reply(msg, &q.header, &q.question, rc, ttl, Soa::Synthesized, q.opt.as_ref(), &mut out);
         if let Some(cache) = self.resolver.cache() {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::handler::{Answer, Handler};
 use crate::cache::key_flags;
 use crate::metrics::{Proto, Source};
-use crate::policy::aaaa::Plan;
+use crate::policy::aaaa::{Plan, TIMEOUT_TTL};
 use crate::policy::collapse::{Found, Outcome, Verdict, needs_sibling, sibling, verdict};
 use crate::policy::search::{SearchClass, SearchConfig, classify, probe_names};
 use crate::policy::{self, Admission, ParsedQuery, admit};
@@ -117,6 +117,19 @@ impl Collapse {
     }
 }
 
+/// A synthesized denial (`rc`: NODATA as NOERROR, or NXDOMAIN) for `qtype` at `name`, as a
+/// reply the collapse can build its answer from.
+fn denial_for(name: &[u8], qtype: u16, rc: u16, ttl: u32) -> Option<Resolved> {
+    let mut query = BytesMut::with_capacity(name.len() + 16);
+    write_query(0, name, qtype, &mut query);
+    let Admission::Query(pq) = admit(&query) else {
+        return None;
+    };
+    let mut reply = BytesMut::with_capacity(query.len() + 80);
+    negative_reply(&query, &pq.header, &pq.question, rc, ttl, Soa::Synthesized, None, &mut reply);
+    Some(Resolved { reply, source: Source::Synthesized })
+}
+
 impl Handler {
     /// Looks a candidate name up for `qtype`. For a type the AAAA handling covers, a failed
     /// lookup is judged by the candidate's A outcome, as the client's own query would be.
@@ -129,27 +142,27 @@ impl Handler {
                 Err(e) => super::aaaa::reason_of(&e),
             },
         };
-        let (rc, ttl) = self.denial_from_a(cand, qtype, flags, reason).await;
-        let mut query = BytesMut::with_capacity(cand.len() + 16);
-        write_query(0, cand, qtype, &mut query);
-        let Admission::Query(pq) = admit(&query) else {
-            return None;
-        };
-        let mut reply = BytesMut::with_capacity(query.len() + 80);
-        negative_reply(&query, &pq.header, &pq.question, rc, ttl, Soa::Synthesized, None, &mut reply);
-        Some(Resolved { reply, source: Source::Synthesized })
+        let (rc, ttl) = self.denial_from_a(cand, qtype, flags, reason).await?;
+        denial_for(cand, qtype, rc, ttl)
     }
 
     /// Judges one candidate ([`policy::collapse::verdict`]): its lookup for `qtype`, and for an
     /// address type that says NODATA, the sibling type's. Returns the verdict, the reply for
     /// `qtype` (what the client's answer is built from) and the upstream queries it cost.
+    ///
+    /// Each lookup is waited for at most half an attempt: a silent candidate counts as failed
+    /// (and is passed, as glibc passes a SERVFAIL) instead of eating the client's budget before
+    /// the later candidates are asked; its lookup finishes on its own and is remembered.
     async fn judge(&self, cand: &[u8], qtype: u16, flags: u8) -> (Verdict, Option<Resolved>, u64) {
-        let own = self.candidate(cand, qtype, flags).await;
+        let wait = self.resolver.upstreams.attempt_timeout() / 2;
+        let candidate =
+            |t| async move { tokio::time::timeout(wait, self.candidate(cand, t, flags)).await.ok().flatten() };
+        let own = candidate(qtype).await;
         let mut upstream = own.as_ref().is_some_and(|r| r.source == Source::Upstream) as u64;
         let own_found = Found::of(own.as_ref().and_then(|r| answers_type(&r.reply, qtype)));
         let sibling_found = match sibling(qtype) {
             Some(other) if needs_sibling(qtype, own_found) => {
-                let r = self.candidate(cand, other, flags).await;
+                let r = candidate(other).await;
                 upstream += r.as_ref().is_some_and(|r| r.source == Source::Upstream) as u64;
                 Some(Found::of(r.as_ref().and_then(|r| answers_type(&r.reply, other))))
             }
@@ -220,8 +233,13 @@ impl Handler {
         let mut out = Vec::with_capacity(512);
         let rc = match result {
             Outcome::Owner(i) => {
-                let reply = replies[i].take()?.reply;
                 let cand = &candidates[i];
+                // An owner whose own type had no answer in time (its other type has addresses):
+                // NODATA for this type, as the AAAA handling says for a name that exists.
+                let reply = match replies[i].take() {
+                    Some(r) => r.reply,
+                    None => denial_for(cand, qtype, rcode::NOERROR, TIMEOUT_TTL)?.reply,
+                };
                 if cand.len() == name.len() && cand.eq_ignore_ascii_case(name) {
                     // The client's own name (a non-cluster search domain): its own answer.
                     return Some(self.answer(Resolved { reply, source: Source::Upstream }, msg, q, proto));

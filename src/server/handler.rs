@@ -9,12 +9,12 @@ use bytes::BytesMut;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, Proto, Source};
-use crate::policy::aaaa::{AOutcome, AaaaPolicy, Plan, Reason, Verdict};
+use crate::policy::aaaa::{AaaaPolicy, Plan};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::Resolver;
 use crate::wire::{
-    HEADER_LEN, Header, OUR_UDP_SIZE, Soa, error_reply, find_opt, negative_reply, parse_question, rcode,
-    restore_question, strip_opt, truncated_reply, write_opt,
+    HEADER_LEN, Header, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode, restore_question, strip_opt,
+    truncated_reply, write_opt,
 };
 
 /// What admission decided for one packet.
@@ -123,23 +123,8 @@ impl Handler {
         let budget = self.resolver.upstreams.query_timeout();
         match tokio::time::timeout(budget, self.forward_within_budget(msg, q, proto)).await {
             Ok(answer) => answer,
-            Err(_) => self.out_of_time(msg, q),
+            Err(_) => self.servfail(msg, q),
         }
-    }
-
-    /// The answer when the budget ran out: for a type the AAAA handling covers, what silence
-    /// for it means ([`crate::policy::aaaa::AaaaPolicy::verdict`]: a short NODATA), else SERVFAIL.
-    fn out_of_time(&self, msg: &[u8], q: &ParsedQuery) -> Answer {
-        let qtype = q.question.qtype;
-        if self.aaaa_plan(q.question.name(msg), qtype) == Plan::Forward {
-            return self.servfail(msg, q);
-        }
-        let (Verdict::NoData { ttl } | Verdict::NxDomain { ttl }) =
-            self.aaaa.verdict(AOutcome::Failed, Reason::Timeout);
-        self.metrics.synthesized(qtype, Reason::Timeout);
-        let mut out = BytesMut::with_capacity(q.question.end + 80);
-        negative_reply(msg, &q.header, &q.question, rcode::NOERROR, ttl, Soa::Synthesized, q.opt.as_ref(), &mut out);
-        Answer { bytes: out, rcode: rcode::NOERROR, source: Source::Synthesized }
     }
 
     async fn forward_within_budget(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {

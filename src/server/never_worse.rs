@@ -288,19 +288,38 @@ impl World {
         }
     }
 
-    /// The same world as podns's AAAA handling answers it: a failed AAAA is NODATA (the A
-    /// outcome decides, and an A that exists or failed too gives NODATA; an NXDOMAIN name stays
-    /// NXDOMAIN), a failed A is SERVFAIL.
+    /// The same world as podns answers it: a failed A is SERVFAIL; a failed AAAA is what the A
+    /// outcome says (NODATA when A exists or the upstream answered A with a failure too,
+    /// NXDOMAIN when it does not exist, SERVFAIL when A got no answer).
     fn as_podns_answers(&self) -> World {
-        World { aaaa_as_nodata: true, ..self.failing_as_servfail() }
+        World { aaaa_as_nodata: true, ..self.clone() }
     }
 
     /// The upstream's reply to one query.
     fn reply(&self, name: &str, qtype: u16, tcp: bool) -> Reply {
         let tc = Reply::Msg { rcode: 0, tc: true, answers: vec![] };
-        let fault = self.fault(name, qtype);
-        if self.aaaa_as_nodata && qtype == rtype::AAAA && fault != Fault::None && self.data(name) != Data::NxDomain {
-            return Reply::Msg { rcode: 0, tc: false, answers: vec![] };
+        let mut fault = self.fault(name, qtype);
+        // podns answers names the cluster schema rules out itself (SEARCH_RULES.md §3): their
+        // failures never reach its clients.
+        // (Only as a search expansion: the part before `cluster.local` has fewer dots than ndots.)
+        let prefix = name.strip_suffix(CLUSTER).map(|r| r.trim_end_matches('.'));
+        let expansion = prefix.filter(|p| p.matches('.').count() < usize::from(self.ndots));
+        let label_above_cluster = expansion.and_then(|p| p.rsplit('.').next());
+        if self.aaaa_as_nodata && label_above_cluster.is_some_and(|l| !l.is_empty() && l != "svc" && l != "pod") {
+            fault = Fault::None;
+        }
+        if self.aaaa_as_nodata && !matches!(fault, Fault::None | Fault::Tc) {
+            // podns answers a failed A with SERVFAIL, a failed AAAA from the A outcome
+            // (policy/aaaa.rs).
+            let rcode = match (qtype, self.fault(name, rtype::A)) {
+                (rtype::AAAA, Fault::Timeout) => 2,
+                // A truncated NOERROR says the name exists, like a SERVFAIL says the upstream is up.
+                (rtype::AAAA, Fault::Servfail | Fault::Refused | Fault::TcNoTcp) => 0,
+                (rtype::AAAA, _) if self.data(name) == Data::NxDomain => 3,
+                (rtype::AAAA, _) => 0,
+                _ => 2,
+            };
+            return Reply::Msg { rcode, tc: false, answers: vec![] };
         }
         match (fault, tcp) {
             (Fault::Servfail, _) => return Reply::Msg { rcode: 2, tc: false, answers: vec![] },
