@@ -80,9 +80,7 @@ impl SlotGuard<'_> {
         }
         if result.is_ok() && !k.1 {
             let over_tcp = (k.0.clone(), true);
-            if !map.contains_key(&over_tcp) {
-                map.insert(over_tcp, Slot::Failed { until, result: Err(ResolveError::Budget) });
-            }
+            map.entry(over_tcp).or_insert(Slot::Failed { until, result: Err(ResolveError::Budget) });
         }
         map.insert(k, Slot::Failed { until, result: result.clone() });
     }

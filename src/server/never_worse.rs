@@ -82,7 +82,7 @@ const NAMESPACES: [&str; 3] = ["dev", "com", "lab"];
 
 /// What a name holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Data {
+enum Content {
     NxDomain,
     NoData,
     V4,
@@ -113,10 +113,10 @@ struct World {
     ndots: u8,
     namespaces: Vec<&'static str>,
     services: Vec<(&'static str, &'static str, bool)>,
-    public: HashMap<&'static str, Data>,
+    public: HashMap<&'static str, Content>,
     /// Per node domain: what the lookup's expansion under it holds, and what every other name
     /// under it gets (NXDOMAIN or NODATA).
-    zones: HashMap<String, (Data, Data)>,
+    zones: HashMap<String, (Content, Content)>,
     /// Faults of names, drawn by a hash of the name.
     faults: Vec<Fault>,
     /// How the upstream answers AAAA for names outside the cluster.
@@ -129,14 +129,14 @@ struct World {
     aaaa_as_nodata: bool,
 }
 
-fn data() -> impl Strategy<Value = Data> {
+fn content() -> impl Strategy<Value = Content> {
     prop_oneof![
-        3 => Just(Data::NxDomain),
-        1 => Just(Data::NoData),
-        2 => Just(Data::V4),
-        1 => Just(Data::V6),
-        2 => Just(Data::Dual),
-        1 => Just(Data::Cname),
+        3 => Just(Content::NxDomain),
+        1 => Just(Content::NoData),
+        2 => Just(Content::V4),
+        1 => Just(Content::V6),
+        2 => Just(Content::Dual),
+        1 => Just(Content::Cname),
     ]
 }
 
@@ -158,8 +158,11 @@ fn world() -> impl Strategy<Value = World> {
         prop::sample::select(vec![1u8, 2, 5]),
         prop::sample::subsequence(&NAMESPACES[..], 0..=3),
         prop::collection::vec((any::<bool>(), any::<bool>()), SERVICES.len()),
-        prop::collection::vec(data(), PUBLIC.len()),
-        prop::collection::vec((data(), prop_oneof![Just(Data::NxDomain), Just(Data::NoData)]), NODE_DOMAINS.len()),
+        prop::collection::vec(content(), PUBLIC.len()),
+        prop::collection::vec(
+            (content(), prop_oneof![Just(Content::NxDomain), Just(Content::NoData)]),
+            NODE_DOMAINS.len(),
+        ),
         prop::collection::vec(fault(), 32),
         (fault(), prop::bool::weighted(0.15), prop::bool::weighted(0.1)),
     )
@@ -173,9 +176,9 @@ fn world() -> impl Strategy<Value = World> {
                     .filter(|((_, ns), (exists, _))| *exists && namespaces.contains(ns))
                     .map(|(&(s, ns), (_, v6))| (s, ns, v6))
                     .collect();
-                let mut public: HashMap<&'static str, Data> = PUBLIC.iter().copied().zip(public).collect();
-                if public[CNAME_TARGET] == Data::Cname {
-                    public.insert(CNAME_TARGET, Data::V4); // no loops
+                let mut public: HashMap<&'static str, Content> = PUBLIC.iter().copied().zip(public).collect();
+                if public[CNAME_TARGET] == Content::Cname {
+                    public.insert(CNAME_TARGET, Content::V4); // no loops
                 }
                 let zones = NODE_DOMAINS.iter().zip(zones).map(|(z, d)| (z.to_string(), d)).collect();
                 let mut search: Vec<String> = KUBELET_SEARCH.iter().map(|s| s.to_string()).collect();
@@ -208,16 +211,16 @@ fn addr_of(name: &str, v6: bool) -> IpAddr {
     }
 }
 
-fn records_of(owner: &str, d: Data, qtype: u16, world: &World) -> Vec<Record> {
+fn records_of(owner: &str, d: Content, qtype: u16, world: &World) -> Vec<Record> {
     let rec = |v6: bool| Record {
         owner: owner.to_string(),
         rtype: if v6 { rtype::AAAA } else { rtype::A },
         data: RData::Addr(addr_of(owner, v6)),
     };
     match (d, qtype) {
-        (Data::V4 | Data::Dual, rtype::A) => vec![rec(false)],
-        (Data::V6 | Data::Dual, rtype::AAAA) => vec![rec(true)],
-        (Data::Cname, _) => {
+        (Content::V4 | Content::Dual, rtype::A) => vec![rec(false)],
+        (Content::V6 | Content::Dual, rtype::AAAA) => vec![rec(true)],
+        (Content::Cname, _) => {
             let mut v =
                 vec![Record { owner: owner.to_string(), rtype: rtype::CNAME, data: RData::Name(CNAME_TARGET.into()) }];
             v.extend(records_of(CNAME_TARGET, world.public[CNAME_TARGET], qtype, world));
@@ -233,18 +236,18 @@ impl World {
     }
 
     /// What the name holds, by the cluster schema, the node domains and the public names.
-    fn data(&self, name: &str) -> Data {
+    fn data(&self, name: &str) -> Content {
         if let Some(rest) = name.strip_suffix(CLUSTER) {
             let labels: Vec<&str> = rest.trim_end_matches('.').split('.').filter(|l| !l.is_empty()).collect();
             return match labels.as_slice() {
-                [] | ["svc"] | ["pod"] => Data::NoData,
-                [ns, "svc"] if self.namespaces.contains(ns) => Data::NoData,
+                [] | ["svc"] | ["pod"] => Content::NoData,
+                [ns, "svc"] if self.namespaces.contains(ns) => Content::NoData,
                 [svc, ns, "svc"] => match self.services.iter().find(|(s, n, _)| s == svc && n == ns) {
-                    Some((_, _, true)) => Data::Dual,
-                    Some(_) => Data::V4,
-                    None => Data::NxDomain,
+                    Some((_, _, true)) => Content::Dual,
+                    Some(_) => Content::V4,
+                    None => Content::NxDomain,
                 },
-                _ => Data::NxDomain,
+                _ => Content::NxDomain,
             };
         }
         for (zone, (expansion, rest)) in &self.zones {
@@ -253,7 +256,7 @@ impl World {
                 return if name == mine { *expansion } else { *rest };
             }
         }
-        self.public.get(name).copied().unwrap_or(Data::NxDomain)
+        self.public.get(name).copied().unwrap_or(Content::NxDomain)
     }
 
     /// The fault for one question. Name faults are drawn per name (by a hash of it), so a name
@@ -315,7 +318,7 @@ impl World {
                 (rtype::AAAA, Fault::Timeout) => 2,
                 // A truncated NOERROR says the name exists, like a SERVFAIL says the upstream is up.
                 (rtype::AAAA, Fault::Servfail | Fault::Refused | Fault::TcNoTcp) => 0,
-                (rtype::AAAA, _) if self.data(name) == Data::NxDomain => 3,
+                (rtype::AAAA, _) if self.data(name) == Content::NxDomain => 3,
                 (rtype::AAAA, _) => 0,
                 _ => 2,
             };
@@ -329,7 +332,7 @@ impl World {
             _ => {}
         }
         match self.data(name) {
-            Data::NxDomain => Reply::Msg { rcode: 3, tc: false, answers: vec![] },
+            Content::NxDomain => Reply::Msg { rcode: 3, tc: false, answers: vec![] },
             d => Reply::Msg { rcode: 0, tc: false, answers: records_of(name, d, qtype, self) },
         }
     }
@@ -493,10 +496,19 @@ async fn ask_podns(handler: &Arc<Handler>, q: &Query, id: u16) -> Reply {
 /// What one walk saw: each query with its reply, for failure messages.
 type Transcript = Vec<(Query, Reply)>;
 
-fn walks(
-    stub: Stub,
-    world: &World,
-) -> (stubs::Walk, stubs::Walk, usize, Vec<(String, u16, bool, u16)>, Transcript, Transcript) {
+/// What a stub's walk gave straight to the upstream and through podns.
+struct Walks {
+    direct: stubs::Walk,
+    via: stubs::Walk,
+    /// Upstream queries podns sent, its probes apart.
+    upstream: usize,
+    /// Every upstream query podns sent, with what it got.
+    log: Vec<(String, u16, bool, u16)>,
+    seen_direct: Transcript,
+    seen_via: Transcript,
+}
+
+fn walks(stub: Stub, world: &World) -> Walks {
     let conf = world.conf();
     let mut seen_direct = Vec::new();
     let direct = stubs::walk(stub, world.lookup, &conf, &mut |q: &Query| {
@@ -518,7 +530,7 @@ fn walks(
         r
     });
     let log = script.log.lock().unwrap().clone();
-    (direct, via, script.queries.load(Ordering::Relaxed), log, seen_direct, seen_via)
+    Walks { direct, via, upstream: script.queries.load(Ordering::Relaxed), log, seen_direct, seen_via }
 }
 
 /// The TLD probe names the collapse may ask for the lookup name.
@@ -545,7 +557,7 @@ proptest! {
     #[test]
     fn never_worse_than_the_stubs_own_walk(world in world()) {
         for stub in Stub::ALL {
-            let (direct, via, upstream, log, seen_direct, seen_via) = walks(stub, &world);
+            let Walks { direct, via, upstream, log, seen_direct, seen_via } = walks(stub, &world);
             // What the stub gets from the same names with nothing failing: the answer its
             // search order designates.
             let healthy = World {
@@ -555,7 +567,7 @@ proptest! {
                 airgap: false,
                 ..world.clone()
             };
-            let reference = walks(stub, &healthy).0;
+            let reference = walks(stub, &healthy).direct;
             if let Some(found) = addresses(&direct.outcome) {
                 let got = addresses(&via.outcome);
                 // Or, when the upstream's failures steered the direct walk to another candidate,
@@ -570,9 +582,9 @@ proptest! {
                 // c-ares before 1.16 takes AAAA from the first candidate that has it, past
                 // candidates with only A (its own quirk, on a healthy DNS too): which candidate that
                 // is depends on how failures are answered, and podns answers them its way.
-                let glibc = if stub == Stub::Glibc { reference.clone() } else { walks(Stub::Glibc, &healthy).0 };
-                let servfailing = walks(Stub::Glibc, &world.failing_as_servfail()).0;
-                let podns_view = walks(stub, &world.as_podns_answers()).0;
+                let glibc = if stub == Stub::Glibc { reference.clone() } else { walks(Stub::Glibc, &healthy).direct };
+                let servfailing = walks(Stub::Glibc, &world.failing_as_servfail()).direct;
+                let podns_view = walks(stub, &world.as_podns_answers()).direct;
                 let part_of = |w: &stubs::Walk| got.is_some_and(|g| addresses(&w.outcome).is_some_and(|d| g.is_subset(d)));
                 let part_of_designated =
                     part_of(&reference) || part_of(&glibc) || part_of(&servfailing) || part_of(&podns_view);
