@@ -206,7 +206,8 @@ pub struct Cache {
 }
 
 /// How long a reply may be cached and as what, from its contents (RFC 2308 for denials);
-/// `None` when it must not be cached.
+/// `None` when it must not be cached. TTLs (and SOA MINIMUM) with the top bit set count as 0
+/// (RFC 2181 §8); upstream replies have them zeroed already, this keeps any other path honest.
 pub fn cache_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
     let h = Header::parse(reply).ok()?;
     if !h.qr() || h.tc() || h.qdcount != 1 {
@@ -220,10 +221,13 @@ pub fn cache_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
         match (r.section, r.rtype) {
             (_, rtype::OPT) => {}
             (Section::Authority, rtype::SOA) if r.rdlen >= 20 => {
-                let minimum = wire::read_u32(reply, r.end() - 4).ok()?;
-                soa_negative = Some(r.ttl.min(minimum));
+                let minimum = wire::effective_ttl(wire::read_u32(reply, r.end() - 4).ok()?);
+                soa_negative = Some(wire::effective_ttl(r.ttl).min(minimum));
             }
-            (Section::Answer, _) => min_answer = Some(min_answer.map_or(r.ttl, |m| m.min(r.ttl))),
+            (Section::Answer, _) => {
+                let ttl = wire::effective_ttl(r.ttl);
+                min_answer = Some(min_answer.map_or(ttl, |m| m.min(ttl)));
+            }
             _ => {}
         }
     }
@@ -445,6 +449,17 @@ mod tests {
         let cut = parse_question(&no_soa).unwrap().end;
         no_soa.truncate(cut);
         assert_eq!(cache_ttl(&no_soa, &c), None);
+    }
+
+    #[test]
+    fn ttls_with_the_top_bit_set_are_not_cached() {
+        for ttl in [0x8000_0005, u32::MAX] {
+            assert_eq!(cache_ttl(&reply("a.org", Some(ttl), (0, 0)), &cfg()).unwrap().0, Duration::ZERO, "{ttl:#x}");
+            let neg = cache_ttl(&reply("x.org", None, (ttl, 900)), &cfg()).unwrap().0;
+            assert_eq!(neg, Duration::ZERO, "SOA TTL {ttl:#x}");
+        }
+        let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
+        assert!(!c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(0x8000_0005), (0, 0)), Instant::now()));
     }
 
     #[test]

@@ -59,8 +59,9 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    // SO_REUSEPORT lets a later version shard one address over several sockets and threads.
-    s.set_reuse_port(true)?;
+    // No SO_REUSEPORT: with it, any process of the same UID (distroless applications run as
+    // 65532 like podns's image) could bind the same address and take part of the queries. Not
+    // setting it makes a second bind fail with EADDRINUSE, as a DNS listener should.
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
@@ -215,4 +216,25 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_bind_to_a_listen_address_fails() {
+        let u = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = u.local_addr().unwrap();
+        assert!(bind_udp(addr).is_err(), "a stranger could join our UDP listener");
+        // Not even with SO_REUSEPORT set on its own side, as an intruder would.
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        assert!(s.bind(&addr.into()).is_err());
+        let t = bind_tcp(addr).unwrap();
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.set_reuse_address(true).unwrap();
+        assert!(s.bind(&t.local_addr().unwrap().into()).is_err(), "a stranger could join our TCP listener");
+    }
 }

@@ -45,7 +45,7 @@ impl TcpPool {
         })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
-        let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(w), pending: PendingMap::default() });
+        let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(w), pending: PendingMap::new(self.addr) });
         {
             let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             // Another query may have connected meanwhile; keep the one already shared.
@@ -125,7 +125,8 @@ impl TcpPool {
                 break UpstreamError::Closed(self.addr);
             }
             match conn.pending.complete(buf) {
-                Delivery::Delivered => {}
+                // A rejected reply fails its query, which the attempt loop counts as malformed.
+                Delivery::Delivered | Delivery::Rejected => {}
                 Delivery::UnknownId | Delivery::WrongQuestion => self.metrics.error("mismatch"),
                 Delivery::Malformed => self.metrics.error("malformed"),
             }

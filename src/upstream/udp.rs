@@ -78,7 +78,7 @@ impl UdpPool {
         std_sock.set_nonblocking(true)?;
         Ok(Channel {
             sock: UdpSocket::from_std(std_sock)?,
-            pending: PendingMap::default(),
+            pending: PendingMap::new(self.addr),
             born: Instant::now(),
             retire: Notify::new(),
         })
@@ -130,7 +130,8 @@ async fn read_replies(ch: Arc<Channel>, addr: SocketAddr, linger: Duration, metr
         };
         match received {
             Ok(n) => match ch.pending.complete(BytesMut::from(&buf[..n])) {
-                Delivery::Delivered => {}
+                // A rejected reply fails its query, which the attempt loop counts as malformed.
+                Delivery::Delivered | Delivery::Rejected => {}
                 Delivery::UnknownId | Delivery::WrongQuestion => metrics.error("mismatch"),
                 Delivery::Malformed => metrics.error("malformed"),
             },
