@@ -350,6 +350,15 @@ impl Cache {
         self.metrics.bytes.set(self.inner.weight() as f64);
     }
 
+    /// Removes every entry (the spoofing defence: nothing cached can be trusted).
+    pub fn clear(&self) {
+        self.inner.clear();
+        for c in self.counts.iter() {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.publish();
+    }
+
     /// Entries now held.
     pub fn len(&self) -> usize {
         self.inner.len()
@@ -498,6 +507,16 @@ mod tests {
         assert!(matches!(c.get(&with_do, t0), Lookup::Miss));
         assert!(matches!(c.get(&with_cd, t0), Lookup::Miss));
         assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Fresh { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clear_empties_the_cache() {
+        let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
+        let t0 = Instant::now();
+        assert!(c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(60), (0, 0)), t0));
+        c.clear();
+        assert!(c.is_empty());
+        assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Miss));
     }
 
     #[tokio::test(start_paused = true)]

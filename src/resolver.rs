@@ -46,7 +46,7 @@ impl Drop for SlotGuard<'_> {
 /// Cache + coalescing + upstreams.
 pub struct Resolver {
     pub upstreams: Upstreams,
-    cache: Option<Cache>,
+    cache: Option<Arc<Cache>>,
     inflight: InflightMap,
     servfail_ttl: Duration,
     metrics: CacheMetrics,
@@ -64,11 +64,22 @@ pub fn key_of<'a>(msg: &'a [u8], q: &ParsedQuery) -> KeyRef<'a> {
 
 impl Resolver {
     pub fn new(upstreams: Upstreams, cache: Option<Cache>, servfail_ttl: Duration, metrics: CacheMetrics) -> Resolver {
+        let cache = cache.map(Arc::new);
+        if let Some(c) = &cache {
+            // A forged reply that got through the ID and question checks is in the cache: when
+            // the spoofing defence acts, nothing cached may be trusted any more.
+            let weak = Arc::downgrade(c);
+            upstreams.on_unwanted_replies(Box::new(move || {
+                if let Some(c) = weak.upgrade() {
+                    c.clear();
+                }
+            }));
+        }
         Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics }
     }
 
     pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
     /// A live cache entry for `key`, starting a background refresh when it is due.
@@ -274,6 +285,7 @@ mod tests {
             sockets: 4,
             rotate: Duration::from_secs(5),
             tcp_idle: Duration::from_secs(5),
+            unwanted_threshold: 0,
         };
         let cache = Cache::new(
             CacheConfig {

@@ -4,6 +4,7 @@ mod aaaa;
 mod collapse;
 mod handler;
 pub mod http;
+mod shares;
 mod tcp;
 mod udp;
 
@@ -149,6 +150,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
             sockets: args.upstream_sockets as usize,
             rotate: args.socket_rotate,
             tcp_idle: args.tcp_idle_timeout,
+            unwanted_threshold: args.unwanted_reply_threshold,
         },
         metrics.tcp_fallback.clone(),
     );
@@ -172,7 +174,8 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         timeout: args.aaaa_timeout,
     };
     let collapse = collapse_from(&args);
-    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, aaaa, collapse));
+    let per_client = args.max_inflight_per_client.unwrap_or(args.max_inflight / 2).clamp(1, args.max_inflight);
+    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, per_client, aaaa, collapse));
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -186,7 +189,11 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = TcpLimits { max_connections: args.tcp_max_connections, idle: args.tcp_idle_timeout };
+    let limits = TcpLimits {
+        max_connections: args.tcp_max_connections,
+        idle: args.tcp_idle_timeout,
+        max_inflight: args.tcp_max_inflight,
+    };
     let mut tasks = Vec::new();
     for &addr in &args.listen {
         let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;

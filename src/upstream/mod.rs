@@ -6,6 +6,7 @@ mod health;
 mod pending;
 mod tcp;
 mod udp;
+mod unwanted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 pub use health::Health;
 pub use pending::{Delivery, PendingMap};
+pub use unwanted::{OnTrip, Unwanted};
 
 use crate::error::{ResolveError, UpstreamError};
 use crate::metrics::UpstreamMetrics;
@@ -34,6 +36,8 @@ pub struct UpstreamConfig {
     pub rotate: Duration,
     /// A TCP connection to an upstream with nothing in flight closes after this long.
     pub tcp_idle: Duration,
+    /// Unwanted replies before the spoofing defence acts ([`Unwanted`]); 0 never.
+    pub unwanted_threshold: u64,
 }
 
 /// One upstream server.
@@ -60,10 +64,12 @@ pub struct Upstreams {
     query_timeout: Duration,
     answered: AtomicBool,
     tcp_fallback: Counter,
+    unwanted: Arc<Unwanted>,
 }
 
 impl Upstreams {
     pub fn new(cfg: &UpstreamConfig, tcp_fallback: Counter) -> Upstreams {
+        let unwanted = Arc::new(Unwanted::new(cfg.unwanted_threshold));
         let list = cfg
             .addrs
             .iter()
@@ -72,8 +78,15 @@ impl Upstreams {
                 metrics.healthy.set(1.0);
                 Upstream {
                     addr,
-                    udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
-                    tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
+                    udp: udp::UdpPool::new(
+                        addr,
+                        cfg.sockets,
+                        cfg.rotate,
+                        cfg.query_timeout,
+                        metrics.clone(),
+                        unwanted.clone(),
+                    ),
+                    tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone(), unwanted.clone())),
                     health: Health::new(),
                     metrics,
                 }
@@ -85,7 +98,14 @@ impl Upstreams {
             query_timeout: cfg.query_timeout,
             answered: AtomicBool::new(false),
             tcp_fallback,
+            unwanted,
         }
+    }
+
+    /// Sets what else the spoofing defence does when it acts (the resolver flushes its cache);
+    /// the sockets are replaced in any case.
+    pub fn on_unwanted_replies(&self, f: OnTrip) {
+        self.unwanted.on_trip(f);
     }
 
     /// True once any upstream has sent a valid reply (readiness).

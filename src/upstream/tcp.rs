@@ -1,24 +1,37 @@
 //! TCP exchanges with one upstream: a connection opened on demand and reused, with queries
 //! pipelined on it and answered in any order (RFC 7766 §6.2.1). The connection closes after it
 //! has been idle for a while, so an idle pod holds no sockets to cluster DNS.
+//!
+//! A connection that fails a query is not trusted with the next one: when an exchange times
+//! out, the connection is dropped from the pool and closed, and the next query opens a fresh
+//! one (RFC 7766 §6.2.2 leaves reuse to the client; dnsdist does the same on a timeout).
+//! Replies are read with a deadline on every message ([`crate::net::frame`]), so an upstream
+//! that stalls in the middle of a reply closes its connection instead of wedging it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
 
 use super::pending::{Delivery, PendingMap};
+use super::unwanted::Unwanted;
 use crate::error::UpstreamError;
 use crate::metrics::UpstreamMetrics;
+use crate::net::{MESSAGE_TIMEOUT, read_frame, write_frame};
 
 /// One open connection.
 struct Conn {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     pending: PendingMap,
+    /// Tells the reader to close the connection.
+    close: Notify,
+    /// The defence generation it was opened in ([`Unwanted`]).
+    generation: u64,
 }
 
 /// The (single, reused) TCP connection to one upstream.
@@ -27,15 +40,22 @@ pub struct TcpPool {
     conn: Mutex<Option<Arc<Conn>>>,
     idle: Duration,
     metrics: Arc<UpstreamMetrics>,
+    unwanted: Arc<Unwanted>,
 }
 
 impl TcpPool {
-    pub fn new(addr: SocketAddr, idle: Duration, metrics: Arc<UpstreamMetrics>) -> Self {
-        TcpPool { addr, conn: Mutex::new(None), idle, metrics }
+    pub fn new(addr: SocketAddr, idle: Duration, metrics: Arc<UpstreamMetrics>, unwanted: Arc<Unwanted>) -> Self {
+        TcpPool { addr, conn: Mutex::new(None), idle, metrics, unwanted }
     }
 
+    /// The current connection, unless the spoofing defence has since replaced every socket.
     fn current(&self) -> Option<Arc<Conn>> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        if c.generation != self.unwanted.generation() {
+            self.retire(&c);
+            return None;
+        }
+        Some(c)
     }
 
     async fn connect(self: &Arc<Self>) -> Result<Arc<Conn>, UpstreamError> {
@@ -45,7 +65,12 @@ impl TcpPool {
         })?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
-        let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(w), pending: PendingMap::new(self.addr) });
+        let conn = Arc::new(Conn {
+            writer: tokio::sync::Mutex::new(w),
+            pending: PendingMap::new(self.addr),
+            close: Notify::new(),
+            generation: self.unwanted.generation(),
+        });
         {
             let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             // Another query may have connected meanwhile; keep the one already shared.
@@ -66,20 +91,19 @@ impl TcpPool {
         name_len: usize,
         timeout: Duration,
     ) -> Result<BytesMut, UpstreamError> {
+        let mut used: Option<Arc<Conn>> = None;
         let work = async {
             let conn = match self.current() {
                 Some(c) => c,
                 None => self.connect().await?,
             };
+            used = Some(conn.clone());
             let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
             crate::wire::set_id(query, ticket.id);
             self.metrics.requests_tcp.increment(1);
-            let mut frame = Vec::with_capacity(query.len() + 2);
-            frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
-            frame.extend_from_slice(query);
-            let written = conn.writer.lock().await.write_all(&frame).await;
+            let written = write_frame(&mut *conn.writer.lock().await, query, MESSAGE_TIMEOUT).await;
             if written.is_err() {
-                self.forget(&conn);
+                self.retire(&conn);
                 return Err(UpstreamError::Closed(self.addr));
             }
             match (&mut ticket.rx).await {
@@ -87,51 +111,49 @@ impl TcpPool {
                 Err(_) => Err(UpstreamError::Closed(self.addr)),
             }
         };
-        tokio::time::timeout(timeout, work).await.unwrap_or(Err(UpstreamError::Timeout(self.addr)))
-    }
-
-    /// Drops `conn` from the pool if it is still the current connection.
-    fn forget(&self, conn: &Arc<Conn>) {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *slot = None;
+        let result = tokio::time::timeout(timeout, work).await.unwrap_or(Err(UpstreamError::Timeout(self.addr)));
+        if let (Err(UpstreamError::Timeout(_)), Some(conn)) = (&result, &used) {
+            // The upstream accepted the query and did not answer it in time: whatever state
+            // the connection is in (a reply stalled half-way, a server that reads and never
+            // writes), the next query gets a fresh one.
+            self.retire(conn);
         }
+        result
     }
 
-    /// Reads framed replies until the upstream closes, an error occurs, or the connection has
-    /// had nothing in flight for the idle time.
+    /// Drops `conn` from the pool if it is still the current connection, and closes it.
+    fn retire(&self, conn: &Arc<Conn>) {
+        {
+            let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *slot = None;
+            }
+        }
+        conn.close.notify_one();
+    }
+
+    /// Reads framed replies until the upstream closes, a message stalls, the connection is
+    /// retired, or it has had nothing in flight for the idle time.
     async fn read_replies(self: Arc<Self>, conn: Arc<Conn>, mut r: OwnedReadHalf) {
         let err = loop {
-            // `read` is cancel-safe, so the idle timeout never loses half a length prefix.
-            let mut prefix = [0u8; 2];
-            let mut got = 0;
-            let closed = loop {
-                match tokio::time::timeout(self.idle, r.read(&mut prefix[got..])).await {
-                    Err(_) if got == 0 && conn.pending.is_empty() => break true,
-                    Err(_) => continue,
-                    Ok(Ok(0) | Err(_)) => break true,
-                    Ok(Ok(n)) => got += n,
-                }
-                if got == 2 {
-                    break false;
-                }
+            let buf = tokio::select! {
+                m = read_frame(&mut r, self.idle, MESSAGE_TIMEOUT, || conn.pending.is_empty()) => match m {
+                    Ok(m) => m,
+                    Err(_) => break UpstreamError::Closed(self.addr),
+                },
+                _ = conn.close.notified() => break UpstreamError::Closed(self.addr),
             };
-            if closed {
-                break UpstreamError::Closed(self.addr);
-            }
-            let len = u16::from_be_bytes(prefix) as usize;
-            let mut buf = BytesMut::zeroed(len);
-            if r.read_exact(&mut buf).await.is_err() {
-                break UpstreamError::Closed(self.addr);
-            }
             match conn.pending.complete(buf) {
                 // A rejected reply fails its query, which the attempt loop counts as malformed.
                 Delivery::Delivered | Delivery::Rejected => {}
-                Delivery::UnknownId | Delivery::WrongQuestion => self.metrics.error("mismatch"),
+                Delivery::UnknownId | Delivery::WrongQuestion => {
+                    self.metrics.error("mismatch");
+                    self.unwanted.record();
+                }
                 Delivery::Malformed => self.metrics.error("malformed"),
             }
         };
-        self.forget(&conn);
+        self.retire(&conn);
         conn.pending.fail_all(err);
         let _ = conn.writer.lock().await.shutdown().await;
     }
