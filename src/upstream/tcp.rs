@@ -9,6 +9,7 @@
 //! that stalls in the middle of a reply closes its connection instead of wedging it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ struct Conn {
     pending: PendingMap,
     /// Tells the reader to close the connection.
     close: Notify,
+    /// Set once the connection is out of the pool (timed out, broken, closed by the upstream).
+    retired: AtomicBool,
     /// The defence generation it was opened in ([`Unwanted`]).
     generation: u64,
 }
@@ -69,6 +72,7 @@ impl TcpPool {
             writer: tokio::sync::Mutex::new(w),
             pending: PendingMap::new(self.addr),
             close: Notify::new(),
+            retired: AtomicBool::new(false),
             generation: self.unwanted.generation(),
         });
         {
@@ -84,6 +88,11 @@ impl TcpPool {
     }
 
     /// Sends `query` over TCP and waits up to `timeout` (connecting included) for its reply.
+    ///
+    /// A query lost because its connection went away under it — the upstream closed it, or
+    /// another query's timeout retired it (a reply stalled half-way blocks every reply
+    /// pipelined behind it) — is sent again on a fresh connection while time is left (RFC 7766
+    /// §6.2.1: a client whose connection closes with queries outstanding may resend them).
     pub async fn exchange(
         self: &Arc<Self>,
         query: &mut [u8],
@@ -91,25 +100,35 @@ impl TcpPool {
         name_len: usize,
         timeout: Duration,
     ) -> Result<BytesMut, UpstreamError> {
+        /// Connections tried per exchange at most.
+        const TRIES: usize = 3;
         let mut used: Option<Arc<Conn>> = None;
         let work = async {
-            let conn = match self.current() {
-                Some(c) => c,
-                None => self.connect().await?,
-            };
-            used = Some(conn.clone());
-            let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
-            crate::wire::set_id(query, ticket.id);
-            self.metrics.requests_tcp.increment(1);
-            let written = write_frame(&mut *conn.writer.lock().await, query, MESSAGE_TIMEOUT).await;
-            if written.is_err() {
-                self.retire(&conn);
-                return Err(UpstreamError::Closed(self.addr));
+            for attempt in 1..=TRIES {
+                let conn = match self.current() {
+                    Some(c) => c,
+                    None => self.connect().await?,
+                };
+                used = Some(conn.clone());
+                let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
+                crate::wire::set_id(query, ticket.id);
+                self.metrics.requests_tcp.increment(1);
+                let written = write_frame(&mut *conn.writer.lock().await, query, MESSAGE_TIMEOUT).await;
+                let result = if written.is_err() {
+                    self.retire(&conn);
+                    Err(UpstreamError::Closed(self.addr))
+                } else {
+                    match (&mut ticket.rx).await {
+                        Ok(r) => r,
+                        Err(_) => Err(UpstreamError::Closed(self.addr)),
+                    }
+                };
+                match result {
+                    Err(UpstreamError::Closed(_)) if attempt < TRIES && conn.retired.load(Ordering::Acquire) => {}
+                    other => return other,
+                }
             }
-            match (&mut ticket.rx).await {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamError::Closed(self.addr)),
-            }
+            Err(UpstreamError::Closed(self.addr))
         };
         let result = tokio::time::timeout(timeout, work).await.unwrap_or(Err(UpstreamError::Timeout(self.addr)));
         if let (Err(UpstreamError::Timeout(_)), Some(conn)) = (&result, &used) {
@@ -123,6 +142,7 @@ impl TcpPool {
 
     /// Drops `conn` from the pool if it is still the current connection, and closes it.
     fn retire(&self, conn: &Arc<Conn>) {
+        conn.retired.store(true, Ordering::Release);
         {
             let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
