@@ -488,3 +488,65 @@ async fn flapping_upstream_is_used_again_once_it_recovers() {
     let reply = udp_query(podns.addr(), &query("final.example.com", RecordType::A)).await;
     assert!(matches!(reply.answers[0].data, RData::A(_)));
 }
+
+// --- row 4, second half: out of file descriptors --------------------------------------------
+
+/// Sets podns's soft limit on open files to `n` (`None`: back to its hard limit).
+fn set_nofile(pid: i32, n: Option<u64>) {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a null new limit only reads the current one into `old`.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit { rlim_cur: n.unwrap_or(old.rlim_max), rlim_max: old.rlim_max };
+    // SAFETY: prlimit reads `lim` and writes nothing (old limit pointer is null).
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+fn open_fds(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_neither_spins_nor_floods_nor_breaks_udp() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--upstream-sockets", "1")
+        .arg("--socket-rotate", "1ms")
+        .start()
+        .await;
+    podns.wait_ready(REPLY_TIMEOUT).await;
+    let reply = udp_query(podns.addr(), &query("warm.example.com", RecordType::A)).await;
+    assert_eq!(a_records(&reply), vec![AUTO_V4]);
+    // A few descriptors to spare, then connections to both TCP listeners use them up; the rest
+    // wait in the kernel's backlog while accept fails with EMFILE.
+    let limit = open_fds(podns.pid()) + 4;
+    set_nofile(podns.pid(), Some(limit));
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(podns.metrics).await.expect("connect to the HTTP port"));
+        held.push(TcpStream::connect(podns.addr()).await.expect("connect to the DNS port"));
+    }
+    let deadline = Instant::now() + BOUND;
+    while open_fds(podns.pid()) < limit {
+        assert!(Instant::now() < deadline, "podns never reached its descriptor limit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // UDP clients are still answered: a socket that cannot be rotated keeps serving.
+    for i in 0..5 {
+        let reply = udp_query(podns.addr(), &query(&format!("udp{i}.example.com"), RecordType::A)).await;
+        assert_eq!(a_records(&reply), vec![AUTO_V4], "UDP query {i} while out of descriptors");
+    }
+    podns.wait_log(&["cannot accept TCP connections"], BOUND).await;
+    // One warning per listener and run of failures, not one per attempt (a run ends whenever a
+    // descriptor frees up, e.g. when a held HTTP connection times out).
+    let warnings = podns.logs().matches("cannot accept TCP connections").count();
+    assert!(warnings <= 10, "{warnings} accept warnings:\n{}", podns.logs());
+    // With descriptors back, both listeners serve again.
+    set_nofile(podns.pid(), None);
+    drop(held);
+    assert_eq!(podns.http_get("/health").await.0, 200);
+    let reply = tcp_query(podns.addr(), &query("tcp-again.example.com", RecordType::A)).await;
+    assert_eq!(a_records(&reply), vec![AUTO_V4]);
+}
