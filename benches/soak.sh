@@ -129,7 +129,9 @@ fi
 if [[ "$OUT" != "-" ]]; then
   {
     echo
-    echo "## Soak, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "## Soak"
+    echo
+    echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC'), podns $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo
     echo "\`DURATION=$DURATION RATE=$RATE INTERVAL=$INTERVAL PODNS_BIN=$PODNS_BIN bash benches/soak.sh\` on $(nproc) shared cores;"
     echo "upstream: \`benches/soak_upstream.py\` (84 % answered, 5 % TC→TCP, 5 % SERVFAIL, 5 % dropped,"
