@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::handler::{Admitted, Handler};
 use crate::metrics::{Drop, Proto};
-use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, read_frame, write_frame};
+use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
 use crate::wire::HEADER_LEN;
 
 /// Limits of the TCP listener.
@@ -36,12 +36,6 @@ pub struct TcpLimits {
     pub idle: Duration,
     /// Queries in flight per connection at most.
     pub max_inflight: u32,
-}
-
-/// Milliseconds since a process-wide origin: a timestamp that fits an atomic.
-fn now_ms() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// What the accept loop and the connection's tasks share about one connection.

@@ -1,6 +1,11 @@
-//! TCP exchanges with one upstream: a connection opened on demand and reused, with queries
-//! pipelined on it and answered in any order (RFC 7766 §6.2.1). The connection closes after it
+//! TCP exchanges with one upstream: connections opened on demand and reused, with queries
+//! pipelined on them and answered in any order (RFC 7766 §6.2.1). A connection closes after it
 //! has been idle for a while, so an idle pod holds no sockets to cluster DNS.
+//!
+//! Usually one connection carries everything. A connection that has had queries outstanding
+//! without delivering any reply for a quarter of the attempt timeout is suspect — its upstream
+//! may be stalled in the middle of a reply, which blocks every reply pipelined behind it — and
+//! new queries go to another connection (at most [`MAX_CONNS`] per upstream).
 //!
 //! A connection that fails a query is not trusted with the next one: when an exchange times
 //! out, the connection is dropped from the pool and closed, and the next query opens a fresh
@@ -9,7 +14,7 @@
 //! that stalls in the middle of a reply closes its connection instead of wedging it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +28,7 @@ use super::pending::{Delivery, PendingMap};
 use super::unwanted::Unwanted;
 use crate::error::UpstreamError;
 use crate::metrics::UpstreamMetrics;
-use crate::net::{MESSAGE_TIMEOUT, read_frame, write_frame};
+use crate::net::{MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
 
 /// One open connection.
 struct Conn {
@@ -35,12 +40,28 @@ struct Conn {
     retired: AtomicBool,
     /// The defence generation it was opened in ([`Unwanted`]).
     generation: u64,
+    /// When it last made progress ([`now_ms`]): a reply arrived, or a query was sent while
+    /// nothing was outstanding.
+    progress: AtomicU64,
 }
 
-/// The (single, reused) TCP connection to one upstream.
+/// Connections per upstream at most.
+pub const MAX_CONNS: usize = 4;
+
+impl Conn {
+    /// Usable for a new query at `now`: not retired, of the current generation, and not
+    /// sitting on outstanding queries without a reply for `stall_hint` ms.
+    fn usable(&self, generation: u64, now: u64, stall_hint: u64) -> bool {
+        !self.retired.load(Ordering::Acquire)
+            && self.generation == generation
+            && (self.pending.is_empty() || now.saturating_sub(self.progress.load(Ordering::Relaxed)) < stall_hint)
+    }
+}
+
+/// The TCP connections to one upstream.
 pub struct TcpPool {
     addr: SocketAddr,
-    conn: Mutex<Option<Arc<Conn>>>,
+    conns: Mutex<Vec<Arc<Conn>>>,
     idle: Duration,
     metrics: Arc<UpstreamMetrics>,
     unwanted: Arc<Unwanted>,
@@ -48,17 +69,35 @@ pub struct TcpPool {
 
 impl TcpPool {
     pub fn new(addr: SocketAddr, idle: Duration, metrics: Arc<UpstreamMetrics>, unwanted: Arc<Unwanted>) -> Self {
-        TcpPool { addr, conn: Mutex::new(None), idle, metrics, unwanted }
+        TcpPool { addr, conns: Mutex::new(Vec::new()), idle, metrics, unwanted }
     }
 
-    /// The current connection, unless the spoofing defence has since replaced every socket.
-    fn current(&self) -> Option<Arc<Conn>> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
-        if c.generation != self.unwanted.generation() {
-            self.retire(&c);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for a new query: the first usable one; else, when no more may be opened,
+    /// the one that made progress last; `None` means "open one". Connections of an older
+    /// defence generation are retired on the way.
+    fn pick(&self, stall_hint: u64) -> Option<Arc<Conn>> {
+        let generation = self.unwanted.generation();
+        let now = now_ms();
+        let mut conns = self.lock();
+        conns.retain(|c| {
+            let keep = c.generation == generation && !c.retired.load(Ordering::Acquire);
+            if !keep {
+                c.retired.store(true, Ordering::Release);
+                c.close.notify_one();
+            }
+            keep
+        });
+        if let Some(c) = conns.iter().find(|c| c.usable(generation, now, stall_hint)) {
+            return Some(c.clone());
+        }
+        if conns.len() < MAX_CONNS {
             return None;
         }
-        Some(c)
+        conns.iter().max_by_key(|c| c.progress.load(Ordering::Relaxed)).cloned()
     }
 
     async fn connect(self: &Arc<Self>) -> Result<Arc<Conn>, UpstreamError> {
@@ -74,14 +113,16 @@ impl TcpPool {
             close: Notify::new(),
             retired: AtomicBool::new(false),
             generation: self.unwanted.generation(),
+            progress: AtomicU64::new(now_ms()),
         });
         {
-            let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            // Another query may have connected meanwhile; keep the one already shared.
-            if let Some(existing) = slot.as_ref() {
-                return Ok(existing.clone());
+            let mut conns = self.lock();
+            // Others may have connected meanwhile; stay within the bound.
+            if conns.len() >= MAX_CONNS {
+                let best = conns.iter().max_by_key(|c| c.progress.load(Ordering::Relaxed)).cloned();
+                return best.ok_or(UpstreamError::Closed(self.addr));
             }
-            *slot = Some(conn.clone());
+            conns.push(conn.clone());
         }
         tokio::spawn(self.clone().read_replies(conn.clone(), r));
         Ok(conn)
@@ -102,14 +143,18 @@ impl TcpPool {
     ) -> Result<BytesMut, UpstreamError> {
         /// Connections tried per exchange at most.
         const TRIES: usize = 3;
+        let stall_hint = (timeout.as_millis() as u64 / 4).max(1);
         let mut used: Option<Arc<Conn>> = None;
         let work = async {
             for attempt in 1..=TRIES {
-                let conn = match self.current() {
+                let conn = match self.pick(stall_hint) {
                     Some(c) => c,
                     None => self.connect().await?,
                 };
                 used = Some(conn.clone());
+                if conn.pending.is_empty() {
+                    conn.progress.store(now_ms(), Ordering::Relaxed);
+                }
                 let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
                 crate::wire::set_id(query, ticket.id);
                 self.metrics.requests_tcp.increment(1);
@@ -140,15 +185,10 @@ impl TcpPool {
         result
     }
 
-    /// Drops `conn` from the pool if it is still the current connection, and closes it.
+    /// Drops `conn` from the pool and closes it.
     fn retire(&self, conn: &Arc<Conn>) {
         conn.retired.store(true, Ordering::Release);
-        {
-            let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                *slot = None;
-            }
-        }
+        self.lock().retain(|c| !Arc::ptr_eq(c, conn));
         conn.close.notify_one();
     }
 
@@ -165,7 +205,7 @@ impl TcpPool {
             };
             match conn.pending.complete(buf) {
                 // A rejected reply fails its query, which the attempt loop counts as malformed.
-                Delivery::Delivered | Delivery::Rejected => {}
+                Delivery::Delivered | Delivery::Rejected => conn.progress.store(now_ms(), Ordering::Relaxed),
                 Delivery::UnknownId | Delivery::WrongQuestion => {
                     self.metrics.error("mismatch");
                     self.unwanted.record();
