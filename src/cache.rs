@@ -206,7 +206,8 @@ pub struct Cache {
 }
 
 /// How long a reply may be cached and as what, from its contents (RFC 2308 for denials);
-/// `None` when it must not be cached.
+/// `None` when it must not be cached. TTLs (and SOA MINIMUM) with the top bit set count as 0
+/// (RFC 2181 §8); upstream replies have them zeroed already, this keeps any other path honest.
 pub fn cache_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
     let h = Header::parse(reply).ok()?;
     if !h.qr() || h.tc() || h.qdcount != 1 {
@@ -220,10 +221,13 @@ pub fn cache_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
         match (r.section, r.rtype) {
             (_, rtype::OPT) => {}
             (Section::Authority, rtype::SOA) if r.rdlen >= 20 => {
-                let minimum = wire::read_u32(reply, r.end() - 4).ok()?;
-                soa_negative = Some(r.ttl.min(minimum));
+                let minimum = wire::effective_ttl(wire::read_u32(reply, r.end() - 4).ok()?);
+                soa_negative = Some(wire::effective_ttl(r.ttl).min(minimum));
             }
-            (Section::Answer, _) => min_answer = Some(min_answer.map_or(r.ttl, |m| m.min(r.ttl))),
+            (Section::Answer, _) => {
+                let ttl = wire::effective_ttl(r.ttl);
+                min_answer = Some(min_answer.map_or(ttl, |m| m.min(ttl)));
+            }
             _ => {}
         }
     }
@@ -346,6 +350,15 @@ impl Cache {
         self.metrics.bytes.set(self.inner.weight() as f64);
     }
 
+    /// Removes every entry (the spoofing defence: nothing cached can be trusted).
+    pub fn clear(&self) {
+        self.inner.clear();
+        for c in self.counts.iter() {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.publish();
+    }
+
     /// Entries now held.
     pub fn len(&self) -> usize {
         self.inner.len()
@@ -448,6 +461,17 @@ mod tests {
     }
 
     #[test]
+    fn ttls_with_the_top_bit_set_are_not_cached() {
+        for ttl in [0x8000_0005, u32::MAX] {
+            assert_eq!(cache_ttl(&reply("a.org", Some(ttl), (0, 0)), &cfg()).unwrap().0, Duration::ZERO, "{ttl:#x}");
+            let neg = cache_ttl(&reply("x.org", None, (ttl, 900)), &cfg()).unwrap().0;
+            assert_eq!(neg, Duration::ZERO, "SOA TTL {ttl:#x}");
+        }
+        let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
+        assert!(!c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(0x8000_0005), (0, 0)), Instant::now()));
+    }
+
+    #[test]
     fn clamps_servfail_and_truncation() {
         let mut c = cfg();
         c.min_ttl = Duration::from_secs(10);
@@ -483,6 +507,16 @@ mod tests {
         assert!(matches!(c.get(&with_do, t0), Lookup::Miss));
         assert!(matches!(c.get(&with_cd, t0), Lookup::Miss));
         assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Fresh { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clear_empties_the_cache() {
+        let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
+        let t0 = Instant::now();
+        assert!(c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(60), (0, 0)), t0));
+        c.clear();
+        assert!(c.is_empty());
+        assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Miss));
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,22 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_TCP_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_max_connections: u32,
 
+    /// Queries in flight per TCP client connection at most; podns stops reading from a
+    /// connection at this cap until one is answered (RFC 7766 §6.2.1.1).
+    #[arg(long, env = "PODNS_TCP_MAX_INFLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub tcp_max_inflight: u32,
+
+    /// Queries in flight per client (source IP, UDP and TCP counted apart) at most; beyond it
+    /// the client gets SERVFAIL at once. Default: half of --max-inflight.
+    #[arg(long, env = "PODNS_MAX_INFLIGHT_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight_per_client: Option<u32>,
+
+    /// Replies that match no query (wrong ID, question or source) counted before podns assumes a
+    /// spoofing attempt: it then flushes the cache and replaces every upstream socket (unbound's
+    /// unwanted-reply-threshold). 0 disables.
+    #[arg(long, env = "PODNS_UNWANTED_REPLY_THRESHOLD", default_value_t = 10_000)]
+    pub unwanted_reply_threshold: u64,
+
     /// A TCP client connection with nothing in flight is closed after this long (RFC 7766).
     #[arg(long, env = "PODNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tcp_idle_timeout: Duration,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod inject;
 pub mod metrics;
+pub mod net;
 pub mod policy;
 pub mod resolver;
 pub mod server;

@@ -31,6 +31,9 @@ pub const TRUNCATED_TOTAL: &str = "podns_truncated_total";
 pub const TCP_FALLBACK_TOTAL: &str = "podns_upstream_tcp_fallback_total";
 pub const TCP_CONNECTIONS: &str = "podns_tcp_connections";
 pub const TCP_REJECTED_TOTAL: &str = "podns_tcp_connections_rejected_total";
+pub const TCP_EVICTED_TOTAL: &str = "podns_tcp_connections_evicted_total";
+pub const UNWANTED_ACTIONS_TOTAL: &str = "podns_unwanted_reply_actions_total";
+pub const HTTP_REJECTED_TOTAL: &str = "podns_http_connections_rejected_total";
 pub const BUILD_INFO: &str = "podns_build_info";
 pub const CACHE_ENTRIES: &str = "podns_cache_entries";
 pub const CACHE_BYTES: &str = "podns_cache_bytes";
@@ -110,6 +113,7 @@ pub struct Metrics {
     pub tcp_fallback: Counter,
     pub tcp_connections: Gauge,
     pub tcp_rejected: Counter,
+    pub tcp_evicted: Counter,
     synthesized: Vec<Counter>,
     search: [Counter; 3],
     search_saved: Counter,
@@ -162,6 +166,7 @@ impl Metrics {
             tcp_fallback: counter!(TCP_FALLBACK_TOTAL),
             tcp_connections: gauge!(TCP_CONNECTIONS),
             tcp_rejected: counter!(TCP_REJECTED_TOTAL),
+            tcp_evicted: counter!(TCP_EVICTED_TOTAL),
             synthesized: wire::TYPE_LABELS
                 .iter()
                 .flat_map(|t| {

@@ -105,7 +105,7 @@ pub const ROOT_DENIAL_TTL: u32 = 5;
 /// Cache + coalescing + upstreams.
 pub struct Resolver {
     pub upstreams: Upstreams,
-    cache: Option<Cache>,
+    cache: Option<Arc<Cache>>,
     inflight: InflightMap,
     servfail_ttl: Duration,
     metrics: CacheMetrics,
@@ -130,11 +130,22 @@ impl Resolver {
         metrics: CacheMetrics,
         synthesized: Arc<Metrics>,
     ) -> Resolver {
+        let cache = cache.map(Arc::new);
+        if let Some(c) = &cache {
+            // A forged reply that got through the ID and question checks is in the cache: when
+            // the spoofing defence acts, nothing cached may be trusted any more.
+            let weak = Arc::downgrade(c);
+            upstreams.on_unwanted_replies(Box::new(move || {
+                if let Some(c) = weak.upgrade() {
+                    c.clear();
+                }
+            }));
+        }
         Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics, synthesized }
     }
 
     pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
     /// A live cache entry for `key`, starting a background refresh when it is due.
@@ -354,6 +365,7 @@ mod tests {
             sockets: 4,
             rotate: Duration::from_secs(5),
             tcp_idle: Duration::from_secs(5),
+            unwanted_threshold: 0,
         };
         let cache = Cache::new(
             CacheConfig {

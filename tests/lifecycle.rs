@@ -59,6 +59,9 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--tcp-max-connections", &["--tcp-max-connections", "many"]),
         ("--upstream", &["--upstream", "dns.example"]),
         ("--metrics-listen", &["--metrics-listen", "everywhere"]),
+        ("--tcp-max-inflight", &["--tcp-max-inflight", "0"]),
+        ("--max-inflight-per-client", &["--max-inflight-per-client", "0"]),
+        ("--unwanted-reply-threshold", &["--unwanted-reply-threshold", "lots"]),
     ];
     for (flag, bad) in cases {
         let mut args = vec!["--listen", &listen, "--upstream", "127.0.0.1:1"];

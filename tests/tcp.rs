@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -112,40 +112,39 @@ async fn connection_with_a_query_in_flight_is_not_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_cap_are_closed() {
+async fn connections_beyond_the_cap_are_closed_while_all_are_busy() {
     let up = Upstream::start();
+    let gate = Gate::new();
+    up.on_suffix("held.example.com", Action::gated(&gate, Action::Auto));
     let podns = PodnsBuilder::new().upstream(up.addr).arg("--tcp-max-connections", "2").start().await;
     let mut a = TcpClient::connect(podns.addr()).await;
     let mut b = TcpClient::connect(podns.addr()).await;
-    assert_eq!(a_records(&a.query(&query("a.example.com", RecordType::A)).await), vec![AUTO_V4]);
-    assert_eq!(a_records(&b.query(&query("b.example.com", RecordType::A)).await), vec![AUTO_V4]);
+    let (qa, qb) = (query("a.held.example.com", RecordType::A), query("b.held.example.com", RecordType::A));
+    a.send(&qa).await;
+    b.send(&qb).await;
+    up.wait_received("a.held.example.com", 1, REPLY_TIMEOUT).await;
+    up.wait_received("b.held.example.com", 1, REPLY_TIMEOUT).await;
 
+    // Both connections have a query in flight: the third is closed, its query not forwarded.
     let mut third = TcpClient::connect(podns.addr()).await;
-    // Whatever it sends, the third connection gets no answer: it is closed.
     let _ = third.send_raw(&encode(&query("c.example.com", RecordType::A))).await;
     assert!(third.closed_within(REPLY_TIMEOUT).await, "third connection was not closed");
     assert!(up.received_for("c.example.com").is_empty(), "the third connection's query was forwarded");
-
-    // The first two still work.
-    assert_eq!(a_records(&a.query(&query("a2.example.com", RecordType::A)).await), vec![AUTO_V4]);
-    // Once one closes, a new connection is accepted (poll: the close is noticed asynchronously).
-    drop(b);
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    loop {
-        let mut c = TcpClient::connect(podns.addr()).await;
-        c.send(&query("again.example.com", RecordType::A)).await;
-        match c.recv_raw_within(REPLY_TIMEOUT).await {
-            Ok(Some(raw)) => {
-                assert_eq!(a_records(&decode(&raw)), vec![AUTO_V4]);
-                break;
-            }
-            Ok(None) => assert!(Instant::now() < deadline, "no connection accepted after one of two closed"),
-            Err(()) => panic!("no reply and no close"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let rejected = podns.wait_metric("podns_tcp_connections_rejected_total", &[], |v| v >= 1.0, REPLY_TIMEOUT).await;
     assert!(rejected >= 1.0);
+
+    // Once they are answered and idle, a new connection gets in by closing the one idle
+    // longest (RFC 7766 §6.2.3): a, as b has just been used again.
+    gate.open();
+    assert_eq!(a.recv().await.metadata.id, qa.metadata.id);
+    assert_eq!(b.recv().await.metadata.id, qb.metadata.id);
+    assert_eq!(a_records(&b.query(&query("b2.example.com", RecordType::A)).await), vec![AUTO_V4]);
+    let reply = tcp_query(podns.addr(), &query("again.example.com", RecordType::A)).await;
+    assert_eq!(a_records(&reply), vec![AUTO_V4]);
+    assert!(a.closed_within(REPLY_TIMEOUT).await, "the idle connection was not the one closed");
+    assert_eq!(a_records(&b.query(&query("b3.example.com", RecordType::A)).await), vec![AUTO_V4]);
+    let evicted = podns.wait_metric("podns_tcp_connections_evicted_total", &[], |v| v >= 1.0, REPLY_TIMEOUT).await;
+    assert!(evicted >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,11 +54,24 @@ fuzz_target!(|data: &[u8]| {
         (Err(_), _) | (_, Err(_)) => Delivery::Malformed,
         (Ok(h), Ok(rq)) => {
             if h.id == ticket.id {
-                if rq.same_as(&reply, &qq, query) { Delivery::Delivered } else { Delivery::WrongQuestion }
+                if !rq.same_as(&reply, &qq, query) {
+                    Delivery::WrongQuestion
+                } else if podns::wire::sanitize_reply(&mut reply.to_vec()).is_err() {
+                    // Matching replies are checked whole (compression, lengths, trailing bytes).
+                    Delivery::Rejected
+                } else {
+                    Delivery::Delivered
+                }
             } else if other.as_ref().is_some_and(|o| o.id == h.id) {
                 let x = b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01x\x00\x00\x01\x00\x01";
                 let xq = parse_question(x).unwrap();
-                if rq.same_as(&reply, &xq, x) { Delivery::Delivered } else { Delivery::WrongQuestion }
+                if !rq.same_as(&reply, &xq, x) {
+                    Delivery::WrongQuestion
+                } else if podns::wire::sanitize_reply(&mut reply.to_vec()).is_err() {
+                    Delivery::Rejected
+                } else {
+                    Delivery::Delivered
+                }
             } else {
                 Delivery::UnknownId
             }
@@ -72,10 +85,19 @@ fuzz_target!(|data: &[u8]| {
         let h = Header::parse(&reply).unwrap();
         if h.id == ticket.id {
             let delivered = ticket.rx.try_recv().expect("delivered").expect("a reply, not an error");
-            assert_eq!(delivered, reply);
+            // The same bytes but TTLs with the top bit set, which read as 0 (RFC 2181 §8).
+            let mut want = reply.to_vec();
+            podns::wire::sanitize_reply(&mut want).expect("delivered replies are valid");
+            assert_eq!(delivered[..], want[..]);
         }
         // The same reply again finds nobody waiting.
         assert_eq!(map.complete(reply), Delivery::UnknownId);
+    } else if got == Delivery::Rejected {
+        // The waiter is answered with an error, never with the reply.
+        assert_eq!(map.len(), before - 1);
+        if Header::parse(&reply).unwrap().id == ticket.id {
+            assert!(ticket.rx.try_recv().expect("answered").is_err());
+        }
     } else {
         assert_eq!(map.len(), before);
         assert!(ticket.rx.try_recv().is_err(), "something delivered without a match");

@@ -6,8 +6,8 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use podns::wire::{
     HEADER_LEN, Header, MAX_MESSAGE, RecordRef, Records, Section, WireError, cname_reply, copy_record_expanded,
-    find_opt, for_each_label, min_ttl, parse_question, read_u16, read_u32, restore_question, rewrite_ttls, rtype,
-    skip_name, strip_opt, truncated_reply, write_name_expanded,
+    effective_ttl, find_opt, for_each_label, min_ttl, parse_question, read_u16, read_u32, restore_question,
+    rewrite_ttls, rtype, sanitize_reply, skip_name, strip_opt, truncated_reply, write_name_expanded,
 };
 
 /// A client's query as the search collapse sees it (mixed case, EDNS with DO set).
@@ -155,6 +155,24 @@ fn check_cname_reply(reply: &[u8], records: &[RecordRef], client: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // Re-validation before relaying: never panics; what it accepts walks cleanly to its last
+    // octet, every name expands, and only TTL fields with the top bit set change (to 0).
+    let mut sane = data.to_vec();
+    if sanitize_reply(&mut sane).is_ok() {
+        let h = Header::parse(&sane).expect("accepted reply has a header");
+        let at = skip_questions(&sane, &h).expect("accepted questions");
+        let rs: Vec<RecordRef> = Records::new(&sane, &h, at).collect::<Result<_, _>>().expect("accepted records walk");
+        assert_eq!(rs.last().map_or(at, |r| r.end()), sane.len(), "accepted reply has trailing bytes");
+        let mut expect = data.to_vec();
+        for r in &rs {
+            expand(&sane, r.start).expect("accepted owner name expands");
+            if r.rtype != rtype::OPT {
+                assert_eq!(r.ttl, effective_ttl(read_u32(data, r.ttl_at).unwrap()));
+                expect[r.ttl_at..r.ttl_at + 4].copy_from_slice(&r.ttl.to_be_bytes());
+            }
+        }
+        assert_eq!(sane, expect, "sanitize_reply changed more than TTLs");
+    }
     let Ok(h) = Header::parse(data) else {
         return;
     };

@@ -2,6 +2,7 @@
 //! reply shaped for the client (its ID, its question case, its UDP size). Listeners own framing
 //! and sockets; this owns what the answer is.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -13,8 +14,8 @@ use crate::policy::aaaa::{AaaaPolicy, Plan};
 use crate::policy::{Admission, ParsedQuery, admit};
 use crate::resolver::Resolver;
 use crate::wire::{
-    HEADER_LEN, Header, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode, restore_question, strip_opt,
-    truncated_reply, write_opt,
+    HEADER_LEN, Header, MAX_MESSAGE, OUR_UDP_SIZE, error_reply, find_opt, parse_question, rcode, restore_question,
+    strip_opt, truncated_reply, write_opt,
 };
 
 /// What admission decided for one packet.
@@ -37,10 +38,13 @@ pub struct Answer {
 /// Counts queries in flight; wakes [`Handler::wait_idle`] when the count drops to zero.
 pub struct InflightGuard {
     handler: Arc<Handler>,
+    /// The client's share bucket ([`super::shares::ClientShares`]).
+    bucket: usize,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
+        self.handler.shares.release(self.bucket);
         let left = self.handler.inflight.fetch_sub(1, Ordering::AcqRel) - 1;
         self.handler.metrics.inflight.set(f64::from(left));
         if left == 0 {
@@ -58,14 +62,17 @@ pub struct Handler {
     pub(super) collapse: Option<super::collapse::Collapse>,
     inflight: AtomicU32,
     max_inflight: u32,
+    shares: super::shares::ClientShares,
     idle: Notify,
 }
 
 impl Handler {
+    /// `max_per_client` is each client's share of `max_inflight` (see [`super::shares`]).
     pub fn new(
         resolver: Arc<Resolver>,
         metrics: Arc<Metrics>,
         max_inflight: u32,
+        max_per_client: u32,
         aaaa: AaaaPolicy,
         collapse: Option<super::collapse::Collapse>,
     ) -> Handler {
@@ -77,12 +84,14 @@ impl Handler {
             collapse,
             inflight: AtomicU32::new(0),
             max_inflight,
+            shares: super::shares::ClientShares::new(max_per_client),
             idle: Notify::new(),
         }
     }
 
-    /// Admits the packet `msg` from a client. Immediate answers are written to `out`.
-    pub fn admit(self: &Arc<Self>, msg: &[u8], proto: Proto, ipv6: bool, out: &mut BytesMut) -> Admitted {
+    /// Admits the packet `msg` from a client at `peer`. Immediate answers are written to `out`.
+    pub fn admit(self: &Arc<Self>, msg: &[u8], proto: Proto, peer: IpAddr, out: &mut BytesMut) -> Admitted {
+        let ipv6 = peer.is_ipv6();
         match admit(msg) {
             Admission::Drop(why) => {
                 self.metrics.dropped(why);
@@ -102,15 +111,21 @@ impl Handler {
                     return Admitted::Answered { rcode, source: Source::Cache };
                 }
                 out.clear();
+                let Some(bucket) = self.shares.take(peer, proto) else {
+                    self.metrics.inflight_rejected.increment(1);
+                    error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
+                    return Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error };
+                };
                 let n = self.inflight.fetch_add(1, Ordering::AcqRel);
                 if n >= self.max_inflight {
                     self.inflight.fetch_sub(1, Ordering::AcqRel);
+                    self.shares.release(bucket);
                     self.metrics.inflight_rejected.increment(1);
                     error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
                     return Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error };
                 }
                 self.metrics.inflight.set(f64::from(n + 1));
-                Admitted::Forward(q, InflightGuard { handler: self.clone() })
+                Admitted::Forward(q, InflightGuard { handler: self.clone(), bucket })
             }
         }
     }
@@ -159,7 +174,8 @@ impl Handler {
     }
 
     /// Makes `reply` the client's, in place: its ID and question case, an OPT record exactly
-    /// when the query had one (RFC 6891 §7), and TC when it exceeds the client's UDP size.
+    /// when the query had one (RFC 6891 §7), and TC when it exceeds the client's UDP size (or,
+    /// over TCP, the 65,535-octet maximum).
     /// Returns the rcode, or `None` when the reply does not answer the question.
     pub fn shape(&self, reply: &mut BytesMut, msg: &[u8], q: &ParsedQuery, proto: Proto) -> Option<u16> {
         let rq = parse_question(reply).ok()?;
@@ -180,11 +196,16 @@ impl Handler {
             }
             _ => {}
         }
-        if proto == Proto::Udp && reply.len() > q.max_udp_reply() {
+        // Over TCP the limit is the 16-bit frame length: a 65,535-byte upstream answer plus the
+        // OPT record added for an EDNS client cannot be framed, and sending nothing would leave
+        // the client waiting; it gets the records that fit and TC instead (RFC 7766 §8 leaves
+        // no other way to say "too big").
+        let limit = if proto == Proto::Udp { q.max_udp_reply() } else { MAX_MESSAGE };
+        if reply.len() > limit {
             self.metrics.truncated.increment(1);
             let opt = if q.opt.is_some() { find_opt(reply, &header, rq.end).ok().flatten() } else { None };
             let mut out = BytesMut::with_capacity(rq.end + 16);
-            truncated_reply(reply, &header, &rq, opt.as_ref(), q.max_udp_reply(), &mut out);
+            truncated_reply(reply, &header, &rq, opt.as_ref(), limit, &mut out);
             reply.clear();
             reply.extend_from_slice(&out);
         }

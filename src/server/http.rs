@@ -1,84 +1,107 @@
 //! The HTTP endpoint for Prometheus and kubelet probes: `GET /metrics`, `/health`, `/ready`.
-//! A deliberately small HTTP/1.1 responder (one request per connection), so the sidecar needs
-//! no web framework.
+//!
+//! `--metrics-listen` defaults to `0.0.0.0:9153`, reachable from every pod of the cluster, so
+//! this listener is exposed to strangers and is served by hyper (a maintained HTTP/1.1
+//! implementation) rather than by hand, with bounds on what a client can hold:
+//! - at most [`MAX_CONNECTIONS`] connections; more are closed at once (a scraper and two probes
+//!   need three);
+//! - the request head must be complete within [`HEADER_TIMEOUT`] of the connection opening
+//!   (hyper's `header_read_timeout`: one deadline per request, not per read, so a client
+//!   trickling a byte every few seconds is cut off), and a whole connection lives at most
+//!   [`CONNECTION_TIMEOUT`];
+//! - one request per connection (`Connection: close`), as before, so an idle keep-alive
+//!   connection holds nothing;
+//! - the accept loop backs off when out of file descriptors instead of spinning.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::Readiness;
+use crate::metrics::HTTP_REJECTED_TOTAL;
+use crate::net::Acceptor;
 
-/// Largest request head read.
-const MAX_HEAD: usize = 8192;
-/// A scrape or probe that sends nothing for this long is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a client to send its whole request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of a connection, response included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head buffered (hyper's minimum is 8 KiB).
+const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves HTTP on `listener` for the life of the process.
 pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<Readiness>) {
+    let acceptor = Acceptor::new(listener, "http");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let rejected = counter!(HTTP_REJECTED_TOTAL);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let (stream, _) = acceptor.accept().await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            rejected.increment(1);
+            drop(stream);
             continue;
         };
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
-            let _ = respond(stream, &metrics, &ready).await;
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let resp = respond(req.method(), req.uri().path(), &metrics, &ready);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
         });
     }
 }
 
-/// The status line and body for a request line such as `GET /ready HTTP/1.1`.
+/// The status, content type and body for a request (HEAD gets the same head, hyper leaves the
+/// body out).
 pub fn route(
-    request_line: &str,
+    method: &Method,
+    path: &str,
     metrics: &PrometheusHandle,
     ready: &Readiness,
-) -> (&'static str, &'static str, String) {
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+) -> (StatusCode, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return ("405 Method Not Allowed", TEXT, "only GET\n".into());
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
     }
     match path {
         "/metrics" => {
             metrics.run_upkeep();
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render())
         }
-        "/health" | "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/health" | "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
         "/ready" | "/readyz" => match ready.state() {
-            Ok(()) => ("200 OK", TEXT, "ready\n".into()),
-            Err(why) => ("503 Service Unavailable", TEXT, format!("{why}\n")),
+            Ok(()) => (StatusCode::OK, TEXT, "ready\n".into()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
         },
-        _ => ("404 Not Found", TEXT, "not found; try /metrics, /health or /ready\n".into()),
+        _ => (StatusCode::NOT_FOUND, TEXT, "not found; try /metrics, /health or /ready\n".into()),
     }
 }
 
-async fn respond(mut stream: TcpStream, metrics: &PrometheusHandle, ready: &Readiness) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        if n == 0 || head.len() + n > MAX_HEAD {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let line = text.lines().next().unwrap_or("");
-    let (status, ctype, body) = route(line, metrics, ready);
-    let is_head = line.starts_with("HEAD ");
-    let mut resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if !is_head {
-        resp.push_str(&body);
-    }
-    stream.write_all(resp.as_bytes()).await?;
-    stream.shutdown().await
+fn respond(method: &Method, path: &str, metrics: &PrometheusHandle, ready: &Readiness) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = route(method, path, metrics, ready);
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp
 }

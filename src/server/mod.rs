@@ -6,6 +6,7 @@ mod handler;
 pub mod http;
 #[cfg(test)]
 mod never_worse;
+mod shares;
 mod tcp;
 mod udp;
 
@@ -61,8 +62,9 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    // SO_REUSEPORT lets a later version shard one address over several sockets and threads.
-    s.set_reuse_port(true)?;
+    // No SO_REUSEPORT: with it, any process of the same UID (distroless applications run as
+    // 65532 like podns's image) could bind the same address and take part of the queries. Not
+    // setting it makes a second bind fail with EADDRINUSE, as a DNS listener should.
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
@@ -150,6 +152,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
             sockets: args.upstream_sockets as usize,
             rotate: args.socket_rotate,
             tcp_idle: args.tcp_idle_timeout,
+            unwanted_threshold: args.unwanted_reply_threshold,
         },
         metrics.tcp_fallback.clone(),
     );
@@ -173,7 +176,8 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         timeout: args.aaaa_timeout,
     };
     let collapse = collapse_from(&args);
-    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, aaaa, collapse));
+    let per_client = args.max_inflight_per_client.unwrap_or(args.max_inflight / 2).clamp(1, args.max_inflight);
+    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, per_client, aaaa, collapse));
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -187,7 +191,11 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = TcpLimits { max_connections: args.tcp_max_connections, idle: args.tcp_idle_timeout };
+    let limits = TcpLimits {
+        max_connections: args.tcp_max_connections,
+        idle: args.tcp_idle_timeout,
+        max_inflight: args.tcp_max_inflight,
+    };
     let mut tasks = Vec::new();
     for &addr in &args.listen {
         let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
@@ -217,4 +225,25 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_bind_to_a_listen_address_fails() {
+        let u = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = u.local_addr().unwrap();
+        assert!(bind_udp(addr).is_err(), "a stranger could join our UDP listener");
+        // Not even with SO_REUSEPORT set on its own side, as an intruder would.
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        assert!(s.bind(&addr.into()).is_err());
+        let t = bind_tcp(addr).unwrap();
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.set_reuse_address(true).unwrap();
+        assert!(s.bind(&t.local_addr().unwrap().into()).is_err(), "a stranger could join our TCP listener");
+    }
 }

@@ -434,6 +434,7 @@ fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
         sockets: 1,
         rotate: Duration::from_secs(60),
         tcp_idle: Duration::from_secs(10),
+        unwanted_threshold: 0,
     };
     let cache = Cache::new(
         CacheConfig {
@@ -465,7 +466,7 @@ fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
     };
     let search = SearchConfig::new(&world.search, world.ndots, "cluster.local").expect("search list");
     let collapse = Collapse::new(search, CollapseMode::On, None, Duration::from_secs(60), 30);
-    Arc::new(Handler::new(resolver, metrics, 4096, aaaa, Some(collapse)))
+    Arc::new(Handler::new(resolver, metrics, 4096, 4096, aaaa, Some(collapse)))
 }
 
 /// One query through podns, as a client sends it (UDP or TCP, no EDNS).
@@ -477,7 +478,7 @@ async fn ask_podns(handler: &Arc<Handler>, q: &Query, id: u16) -> Reply {
     let bytes = m.to_vec().expect("query");
     let proto = if q.tcp { Proto::Tcp } else { Proto::Udp };
     let mut out = BytesMut::new();
-    let reply = match handler.admit(&bytes, proto, false, &mut out) {
+    let reply = match handler.admit(&bytes, proto, std::net::Ipv4Addr::LOCALHOST.into(), &mut out) {
         Admitted::Dropped => return Reply::Timeout,
         Admitted::Answered { .. } => out,
         Admitted::Forward(pq, _guard) => {

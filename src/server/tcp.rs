@@ -1,20 +1,32 @@
 //! The TCP listener (RFC 7766): length-framed queries, several in flight per connection and
-//! answered as they complete, an idle timeout, and a cap on connections.
+//! answered as they complete, with bounds on everything a client can hold:
+//!
+//! - every read has a deadline ([`crate::net::frame`]): an idle connection closes after
+//!   `--tcp-idle-timeout`, a started message must be complete within 2 s (slowloris);
+//! - every write has a deadline, so a client that pipelines queries and never reads its answers
+//!   is closed and releases its queries' slots;
+//! - a connection has at most `--tcp-max-inflight` queries in flight; while it is at that cap
+//!   podns stops reading from it, and TCP flow control pushes back on the client (RFC 7766
+//!   §6.2.1.1 lets a server limit pipelining; dnsdist's `maxInFlight` does the same);
+//! - at `--tcp-max-connections`, a new connection replaces the connection that has been idle
+//!   longest (no query in flight), as RFC 7766 §6.2.3 allows a server under pressure; only when
+//!   every connection is busy is the new one refused. A flood of idle connections therefore
+//!   cannot keep working clients out.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use super::handler::{Admitted, Handler};
-use crate::error::ClientError;
 use crate::metrics::{Drop, Proto};
+use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
 use crate::wire::HEADER_LEN;
 
 /// Limits of the TCP listener.
@@ -22,121 +34,209 @@ use crate::wire::HEADER_LEN;
 pub struct TcpLimits {
     pub max_connections: u32,
     pub idle: Duration,
+    /// Queries in flight per connection at most.
+    pub max_inflight: u32,
+}
+
+/// What the accept loop and the connection's tasks share about one connection.
+struct Conn {
+    slots: Arc<Semaphore>,
+    cap: usize,
+    last_active: AtomicU64,
+    /// Set when the connection is being closed (evicted, or a write failed).
+    dead: AtomicBool,
+    close: Notify,
+}
+
+impl Conn {
+    fn new(cap: u32) -> Conn {
+        let cap = cap.max(1) as usize;
+        Conn {
+            slots: Arc::new(Semaphore::new(cap)),
+            cap,
+            last_active: AtomicU64::new(now_ms()),
+            dead: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
+
+    /// Queries in flight on this connection.
+    fn busy(&self) -> usize {
+        self.cap - self.slots.available_permits()
+    }
+
+    fn touch(&self) {
+        self.last_active.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.close.notify_one();
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+/// The open connections. Locked only on accept and close, never per query.
+#[derive(Default)]
+struct Registry(Mutex<Vec<Arc<Conn>>>);
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections that are not being closed.
+    fn live(&self) -> usize {
+        self.lock().iter().filter(|c| !c.is_dead()).count()
+    }
+
+    /// Closes the live connection idle longest (nothing in flight); false if every one is busy.
+    fn evict_idle(&self) -> bool {
+        let conns = self.lock();
+        let victim = conns
+            .iter()
+            .filter(|c| !c.is_dead() && c.busy() == 0)
+            .min_by_key(|c| c.last_active.load(Ordering::Relaxed));
+        match victim {
+            Some(c) => {
+                c.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&self, conn: &Arc<Conn>) -> usize {
+        let mut conns = self.lock();
+        conns.retain(|c| !Arc::ptr_eq(c, conn));
+        conns.len()
+    }
 }
 
 /// Accepts connections on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimits, mut stop: watch::Receiver<bool>) {
-    let open = Arc::new(AtomicU32::new(0));
+    let acceptor = Acceptor::new(listener, "dns");
+    let registry = Arc::new(Registry::default());
     loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
-                    continue;
-                }
-            },
+        let (stream, peer) = tokio::select! {
+            c = acceptor.accept() => c,
             _ = stop.wait_for(|s| *s) => return,
         };
-        if open.load(Ordering::Acquire) >= limits.max_connections {
-            handler.metrics.tcp_rejected.increment(1);
-            drop(stream);
-            continue;
-        }
-        let n = open.fetch_add(1, Ordering::AcqRel) + 1;
-        handler.metrics.tcp_connections.set(f64::from(n));
-        let (handler, open, stop) = (handler.clone(), open.clone(), stop.clone());
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, &handler, limits.idle, stop).await {
-                tracing::debug!(error = %e, "TCP client connection closed");
+        if registry.live() >= limits.max_connections as usize {
+            if registry.evict_idle() {
+                handler.metrics.tcp_evicted.increment(1);
+            } else {
+                handler.metrics.tcp_rejected.increment(1);
+                drop(stream);
+                continue;
             }
-            let n = open.fetch_sub(1, Ordering::AcqRel) - 1;
-            handler.metrics.tcp_connections.set(f64::from(n));
+        }
+        let conn = Arc::new(Conn::new(limits.max_inflight));
+        let n = {
+            let mut conns = registry.lock();
+            conns.push(conn.clone());
+            conns.len()
+        };
+        handler.metrics.tcp_connections.set(n as f64);
+        let (handler, registry, stop) = (handler.clone(), registry.clone(), stop.clone());
+        tokio::spawn(async move {
+            let end = connection(stream, peer, &handler, limits.idle, &conn, stop).await;
+            tracing::debug!(%peer, ?end, "TCP client connection closed");
+            let n = registry.remove(&conn);
+            handler.metrics.tcp_connections.set(n as f64);
         });
     }
 }
 
-/// Reads a 2-byte length prefix; `None` when the connection closed, or has been idle with
-/// nothing in flight for `idle`. `read` is cancel-safe, so timeouts lose no bytes.
-async fn read_prefix(r: &mut OwnedReadHalf, idle: Duration, busy: &AtomicUsize) -> Option<usize> {
-    let mut prefix = [0u8; 2];
-    let mut got = 0;
-    while got < 2 {
-        match tokio::time::timeout(idle, r.read(&mut prefix[got..])).await {
-            Err(_) if got == 0 && busy.load(Ordering::Acquire) == 0 => return None,
-            Err(_) => continue,
-            Ok(Ok(0) | Err(_)) => return None,
-            Ok(Ok(n)) => got += n,
-        }
-    }
-    Some(u16::from_be_bytes(prefix) as usize)
+/// Why a client connection ended (for the debug log, which reads the fields through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    Read(FrameEnd),
+    ShortFrame(usize),
+    Closed,
+    Stopped,
 }
 
-async fn write_frame(w: &Mutex<OwnedWriteHalf>, msg: &[u8]) -> std::io::Result<()> {
-    // The length prefix is 16 bits: a longer message cannot be framed (and no reply podns
-    // composes is allowed to be one).
-    let Ok(len) = u16::try_from(msg.len()) else {
-        return Err(std::io::ErrorKind::InvalidData.into());
-    };
-    let mut frame = Vec::with_capacity(msg.len() + 2);
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(msg);
-    w.lock().await.write_all(&frame).await
+/// Writes one answer unless the connection is being closed; a write that fails or cannot finish
+/// within the message deadline closes the connection.
+async fn send(w: &tokio::sync::Mutex<OwnedWriteHalf>, conn: &Conn, msg: &[u8]) -> bool {
+    if conn.is_dead() {
+        return false;
+    }
+    let mut w = w.lock().await;
+    if conn.is_dead() {
+        return false;
+    }
+    if write_frame(&mut *w, msg, MESSAGE_TIMEOUT).await.is_err() {
+        conn.kill();
+        return false;
+    }
+    conn.touch();
+    true
 }
 
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     handler: &Arc<Handler>,
     idle: Duration,
+    conn: &Arc<Conn>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), ClientError> {
+) -> End {
     let _ = stream.set_nodelay(true);
-    let ipv6 = stream.peer_addr().is_ok_and(|a| a.is_ipv6());
     let (mut r, w) = stream.into_split();
-    let w = Arc::new(Mutex::new(w));
-    let busy = Arc::new(AtomicUsize::new(0));
+    let w = Arc::new(tokio::sync::Mutex::new(w));
     let mut out = BytesMut::with_capacity(512);
     loop {
-        let len = tokio::select! {
-            l = read_prefix(&mut r, idle, &busy) => match l {
-                Some(l) => l,
-                None => return Ok(()),
+        let mut msg = tokio::select! {
+            m = read_frame(&mut r, idle, MESSAGE_TIMEOUT, || conn.busy() == 0) => match m {
+                Ok(m) => m,
+                Err(e) => return End::Read(e),
             },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = conn.close.notified() => return End::Closed,
+            _ = stop.wait_for(|s| *s) => return End::Stopped,
         };
-        if len < HEADER_LEN {
+        if msg.len() < HEADER_LEN {
             handler.metrics.dropped(Drop::Short);
-            return Err(ClientError::ShortFrame(len));
+            return End::ShortFrame(msg.len());
         }
-        let mut msg = BytesMut::zeroed(len);
-        match tokio::time::timeout(idle, r.read_exact(&mut msg)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
+        conn.touch();
+        // At the per-connection cap, wait for a query to finish before reading on.
+        let slot = tokio::select! {
+            s = conn.slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = conn.close.notified() => return End::Closed,
+            _ = stop.wait_for(|s| *s) => return End::Stopped,
+        };
         let started = Instant::now();
         out.clear();
-        match handler.admit(&msg, Proto::Tcp, ipv6, &mut out) {
+        match handler.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
             Admitted::Answered { rcode, source } => {
-                if write_frame(&w, &out).await.is_err() {
+                if !send(&w, conn, &out).await {
                     handler.metrics.dropped(Drop::SendFailed);
-                    return Ok(());
+                    return End::Closed;
                 }
                 handler.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
-                busy.fetch_add(1, Ordering::AcqRel);
-                let (handler, w, busy) = (handler.clone(), w.clone(), busy.clone());
+                let (handler, w, conn) = (handler.clone(), w.clone(), conn.clone());
                 tokio::spawn(async move {
                     let answer = handler.forward(&mut msg, &q, Proto::Tcp).await;
-                    if write_frame(&w, &answer.bytes).await.is_err() {
+                    if send(&w, &conn, &answer.bytes).await {
+                        handler.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
+                    } else {
                         handler.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
-                    busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(slot);
                     drop(guard);
                 });
+                continue;
             }
         }
+        drop(slot);
     }
 }

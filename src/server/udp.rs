@@ -35,7 +35,7 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
         };
         let started = Instant::now();
         out.clear();
-        match handler.admit(&buf[..n], Proto::Udp, peer.is_ipv6(), &mut out) {
+        match handler.admit(&buf[..n], Proto::Udp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
             Admitted::Answered { rcode, source } => {
                 if sock.send_to(&out, peer).await.is_err() {

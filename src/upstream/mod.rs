@@ -8,6 +8,7 @@ mod pending;
 pub mod script;
 mod tcp;
 mod udp;
+mod unwanted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 pub use health::Health;
 pub use pending::{Delivery, PendingMap};
+pub use unwanted::{OnTrip, Unwanted};
 
 use crate::error::{ResolveError, UpstreamError};
 use crate::metrics::UpstreamMetrics;
@@ -36,6 +38,8 @@ pub struct UpstreamConfig {
     pub rotate: Duration,
     /// A TCP connection to an upstream with nothing in flight closes after this long.
     pub tcp_idle: Duration,
+    /// Unwanted replies before the spoofing defence acts ([`Unwanted`]); 0 never.
+    pub unwanted_threshold: u64,
 }
 
 /// Most upstreams podns will use (a pod's resolv.conf allows three; `--upstream` is
@@ -98,10 +102,12 @@ pub struct Upstreams {
     query_timeout: Duration,
     answered: AtomicBool,
     tcp_fallback: Counter,
+    unwanted: Arc<Unwanted>,
 }
 
 impl Upstreams {
     pub fn new(cfg: &UpstreamConfig, tcp_fallback: Counter) -> Upstreams {
+        let unwanted = Arc::new(Unwanted::new(cfg.unwanted_threshold));
         let list = cfg
             .addrs
             .iter()
@@ -111,8 +117,15 @@ impl Upstreams {
                 Upstream {
                     addr,
                     transport: Transport::Net {
-                        udp: udp::UdpPool::new(addr, cfg.sockets, cfg.rotate, cfg.query_timeout, metrics.clone()),
-                        tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone())),
+                        udp: udp::UdpPool::new(
+                            addr,
+                            cfg.sockets,
+                            cfg.rotate,
+                            cfg.query_timeout,
+                            metrics.clone(),
+                            unwanted.clone(),
+                        ),
+                        tcp: Arc::new(tcp::TcpPool::new(addr, cfg.tcp_idle, metrics.clone(), unwanted.clone())),
                     },
                     health: Health::new(),
                     metrics,
@@ -126,6 +139,7 @@ impl Upstreams {
             query_timeout: cfg.query_timeout,
             answered: AtomicBool::new(false),
             tcp_fallback,
+            unwanted,
         }
     }
 
@@ -137,6 +151,12 @@ impl Upstreams {
     /// The overall budget of one client query (`--query-timeout`).
     pub fn query_timeout(&self) -> Duration {
         self.query_timeout
+    }
+
+    /// Sets what else the spoofing defence does when it acts (the resolver flushes its cache);
+    /// the sockets are replaced in any case.
+    pub fn on_unwanted_replies(&self, f: OnTrip) {
+        self.unwanted.on_trip(f);
     }
 
     /// True once any upstream has sent a valid reply (readiness).

@@ -4,6 +4,7 @@
 //! reply cannot displace the real one.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use bytes::BytesMut;
@@ -53,12 +54,24 @@ pub enum Delivery {
     WrongQuestion,
     /// Not a reply podns can read.
     Malformed,
+    /// It answers a waiting query but does not hold together past the question (bad
+    /// compression pointers, record lengths, trailing bytes): the query fails with
+    /// [`UpstreamError::Malformed`] so it moves on to the next upstream at once, and the reply
+    /// is neither relayed nor cached.
+    Rejected,
 }
 
 /// The waiting queries of one socket or connection.
-#[derive(Default)]
 pub struct PendingMap {
     inner: Mutex<HashMap<u16, Waiter>>,
+    /// The upstream, named in the error a rejected reply gives its query.
+    addr: SocketAddr,
+}
+
+impl Default for PendingMap {
+    fn default() -> Self {
+        PendingMap::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
 }
 
 /// A registered query: its ID and the receiver of its reply. Dropping it unregisters the ID.
@@ -75,6 +88,11 @@ impl Drop for Ticket<'_> {
 }
 
 impl PendingMap {
+    /// The waiting queries of a socket or connection to `addr`.
+    pub fn new(addr: SocketAddr) -> PendingMap {
+        PendingMap { inner: Mutex::new(HashMap::new()), addr }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Waiter>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts and
         // removes), so a poisoned lock is still usable.
@@ -95,8 +113,11 @@ impl PendingMap {
         Ticket { id, rx, map: self }
     }
 
-    /// Hands a reply to the query it answers, if it answers one.
-    pub fn complete(&self, reply: BytesMut) -> Delivery {
+    /// Hands a reply to the query it answers, if it answers one. A matching reply is checked
+    /// whole first ([`crate::wire::sanitize_reply`], which also zeroes TTLs with the top bit
+    /// set, RFC 2181 §8): every exchange, UDP or TCP, passes here, so nothing unchecked is
+    /// relayed or cached. Only matching replies are walked, so forged floods cost a hash lookup.
+    pub fn complete(&self, mut reply: BytesMut) -> Delivery {
         let Ok(h) = Header::parse(&reply) else {
             return Delivery::Malformed;
         };
@@ -115,6 +136,10 @@ impl PendingMap {
         }
         let w = map.remove(&h.id).expect("present");
         drop(map);
+        if crate::wire::sanitize_reply(&mut reply).is_err() {
+            let _ = w.tx.send(Err(UpstreamError::Malformed(self.addr)));
+            return Delivery::Rejected;
+        }
         let _ = w.tx.send(Ok(reply));
         Delivery::Delivered
     }
@@ -164,6 +189,19 @@ mod tests {
         assert!(t.rx.try_recv().is_err(), "nothing delivered yet");
         assert_eq!(map.complete(msg(t.id, true, b"\x03WWW\x00", 1)), Delivery::Delivered);
         assert!(t.rx.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn matching_but_malformed_reply_fails_its_query() {
+        let addr: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let map = PendingMap::new(addr);
+        let q = msg(0, false, b"\x03www\x00", 1);
+        let mut t = map.register(&q[12..], 5);
+        let mut r = msg(t.id, true, b"\x03www\x00", 1);
+        r.extend_from_slice(b"trailing");
+        assert_eq!(map.complete(r), Delivery::Rejected);
+        assert_eq!(t.rx.try_recv().unwrap().unwrap_err(), UpstreamError::Malformed(addr));
+        assert!(map.is_empty());
     }
 
     #[test]

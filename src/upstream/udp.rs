@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::pending::{Delivery, PendingMap, Ticket};
+use super::unwanted::Unwanted;
 use crate::error::UpstreamError;
 use crate::metrics::UpstreamMetrics;
 
@@ -29,6 +30,8 @@ struct Channel {
     sock: UdpSocket,
     pending: PendingMap,
     born: Instant,
+    /// The defence generation it was opened in ([`Unwanted`]).
+    generation: u64,
     retire: Notify,
 }
 
@@ -40,6 +43,7 @@ pub struct UdpPool {
     /// How long a retired socket keeps reading for late replies.
     linger: Duration,
     metrics: Arc<UpstreamMetrics>,
+    unwanted: Arc<Unwanted>,
 }
 
 impl UdpPool {
@@ -49,28 +53,43 @@ impl UdpPool {
         rotate: Duration,
         linger: Duration,
         metrics: Arc<UpstreamMetrics>,
+        unwanted: Arc<Unwanted>,
     ) -> Self {
-        UdpPool { addr, slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(), rotate, linger, metrics }
+        UdpPool { addr, slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(), rotate, linger, metrics, unwanted }
     }
 
-    /// Picks a random socket, opening or rotating it as needed.
+    /// Picks a random socket, opening or rotating it as needed. Rotation is best effort: when
+    /// no new socket can be opened (out of file descriptors), the old one keeps serving rather
+    /// than every query failing; a socket of an older defence generation ([`Unwanted`]) is
+    /// replaced all the same, as it is the one a spoofer is aiming at.
     fn channel(&self) -> Result<Arc<Channel>, UpstreamError> {
         let i = rand::random_range(0..self.slots.len());
         let mut slot = self.slots[i].lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.unwanted.generation();
         if let Some(ch) = slot.as_ref()
             && ch.born.elapsed() < self.rotate
+            && ch.generation == generation
         {
             return Ok(ch.clone());
         }
-        let fresh = Arc::new(self.open().map_err(|e| io_error(self.addr, e))?);
-        tokio::spawn(read_replies(fresh.clone(), self.addr, self.linger, self.metrics.clone()));
+        let fresh = match self.open(generation) {
+            Ok(ch) => Arc::new(ch),
+            Err(e) => match slot.as_ref() {
+                Some(old) if old.generation == generation => {
+                    tracing::debug!(upstream = %self.addr, error = %e, "cannot rotate an upstream socket; keeping the old one");
+                    return Ok(old.clone());
+                }
+                _ => return Err(io_error(self.addr, e)),
+            },
+        };
+        tokio::spawn(read_replies(fresh.clone(), self.addr, self.linger, self.metrics.clone(), self.unwanted.clone()));
         if let Some(old) = slot.replace(fresh.clone()) {
             old.retire.notify_one();
         }
         Ok(fresh)
     }
 
-    fn open(&self) -> io::Result<Channel> {
+    fn open(&self, generation: u64) -> io::Result<Channel> {
         let bind: SocketAddr =
             if self.addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal address");
         let std_sock = std::net::UdpSocket::bind(bind)?;
@@ -78,8 +97,9 @@ impl UdpPool {
         std_sock.set_nonblocking(true)?;
         Ok(Channel {
             sock: UdpSocket::from_std(std_sock)?,
-            pending: PendingMap::default(),
+            pending: PendingMap::new(self.addr),
             born: Instant::now(),
+            generation,
             retire: Notify::new(),
         })
     }
@@ -116,7 +136,13 @@ fn io_error(addr: SocketAddr, e: io::Error) -> UpstreamError {
 }
 
 /// Reads replies for one socket until it is retired and has lingered for late replies.
-async fn read_replies(ch: Arc<Channel>, addr: SocketAddr, linger: Duration, metrics: Arc<UpstreamMetrics>) {
+async fn read_replies(
+    ch: Arc<Channel>,
+    addr: SocketAddr,
+    linger: Duration,
+    metrics: Arc<UpstreamMetrics>,
+    unwanted: Arc<Unwanted>,
+) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut retired_at: Option<Instant> = None;
     loop {
@@ -130,8 +156,12 @@ async fn read_replies(ch: Arc<Channel>, addr: SocketAddr, linger: Duration, metr
         };
         match received {
             Ok(n) => match ch.pending.complete(BytesMut::from(&buf[..n])) {
-                Delivery::Delivered => {}
-                Delivery::UnknownId | Delivery::WrongQuestion => metrics.error("mismatch"),
+                // A rejected reply fails its query, which the attempt loop counts as malformed.
+                Delivery::Delivered | Delivery::Rejected => {}
+                Delivery::UnknownId | Delivery::WrongQuestion => {
+                    metrics.error("mismatch");
+                    unwanted.record();
+                }
                 Delivery::Malformed => metrics.error("malformed"),
             },
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {

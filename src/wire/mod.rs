@@ -13,6 +13,7 @@ mod question;
 mod records;
 mod reply;
 mod synth;
+mod validate;
 
 pub use header::{HEADER_LEN, Header, set_id};
 pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_dotted};
@@ -23,6 +24,7 @@ pub use reply::{
     OUR_UDP_SIZE, Soa, error_reply, negative_reply, restore_question, strip_opt, truncated_reply, write_opt,
 };
 pub use synth::{cname_reply, copy_record_expanded, write_name_expanded};
+pub use validate::{check_name, effective_ttl, sanitize_reply};
 
 /// Record and query types podns refers to by name.
 pub mod rtype {
@@ -79,6 +81,10 @@ pub enum WireError {
     BadOpt,
     #[error("message longer than 65535 octets")]
     TooLong,
+    #[error("record data does not match its type or length")]
+    BadRdata,
+    #[error("bytes after the last record")]
+    Trailing,
 }
 
 /// Reads a big-endian u16 at `at`.

@@ -566,6 +566,36 @@ pub enum Action {
     NoEdns(Box<Action>),
     /// Waits until the gate is opened (by the test), then does the inner action.
     Gated(Gate, Box<Action>),
+    /// Exactly these bytes, computed from the query's wire form (its ID included): replies no
+    /// well-behaved encoder would write (bad compression pointers, trailing bytes, TTLs with the
+    /// top bit set, exact sizes).
+    Raw(RawReply),
+    /// Over TCP: a length prefix announcing 100 octets, then 10 of them, then nothing, with
+    /// the connection left open (a reply stalled half-way). Over UDP: never answer.
+    StallTcp,
+    /// Over TCP: never answer this query nor any later one on the same connection, which stays
+    /// open (a server that accepts and goes silent). Over UDP: never answer.
+    HangTcp,
+}
+
+/// The function behind [`RawReply`].
+pub type RawFn = dyn Fn(&[u8]) -> Vec<u8> + Send + Sync;
+
+/// A function from a query's wire form to the reply's ([`Action::Raw`]).
+#[derive(Clone)]
+pub struct RawReply(pub Arc<RawFn>);
+
+impl std::fmt::Debug for RawReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawReply(..)")
+    }
+}
+
+impl Action {
+    /// [`Action::Raw`] from a closure.
+    pub fn raw(f: impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static) -> Action {
+        Action::Raw(RawReply(Arc::new(f)))
+    }
 }
 
 impl Action {
@@ -784,6 +814,7 @@ impl UpstreamState {
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<UpstreamState>,
+    udp: Arc<UdpSocket>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -817,14 +848,15 @@ impl Upstream {
             lowercase: AtomicBool::new(false),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(addr.port())),
         });
-        {
+        let udp = {
             let _guard = rt.enter();
             let udp = Arc::new(UdpSocket::from_std(udp).expect("tokio UDP"));
             let tcp = TcpListener::from_std(tcp).expect("tokio TCP");
-            rt.spawn(serve_udp(udp, state.clone()));
+            rt.spawn(serve_udp(udp.clone(), state.clone()));
             rt.spawn(serve_tcp(tcp, state.clone()));
-        }
-        Upstream { addr, state, rt: Some(rt) }
+            udp
+        };
+        Upstream { addr, state, udp, rt: Some(rt) }
     }
 
     /// Scripts the answer to (`name`, `qtype`).
@@ -870,6 +902,14 @@ impl Upstream {
     /// Number of queries received over `transport`.
     pub fn count(&self, transport: Transport) -> usize {
         self.received().iter().filter(|r| r.transport == transport).count()
+    }
+
+    /// Sends `bytes` from the upstream's own UDP address to `to`: what a forger with raw sockets
+    /// can do, without raw sockets.
+    pub async fn send_udp_from_upstream(&self, to: SocketAddr, bytes: &[u8]) {
+        let (sock, bytes) = (self.udp.clone(), bytes.to_vec());
+        let handle = self.rt.as_ref().expect("runtime").spawn(async move { sock.send_to(&bytes, to).await });
+        handle.await.expect("send task").expect("send from the upstream socket");
     }
 
     /// Waits until at least `n` queries for `name` arrived; fails the test after `timeout`.
@@ -1198,6 +1238,27 @@ async fn perform(state: Arc<UpstreamState>, query: Message, mut action: Action, 
             to.send(&good(&recs)).await;
         }
         Action::ResetTcp => to.reset().await,
+        Action::Raw(f) => to.send(&(f.0)(&encode(&query))).await,
+        Action::HangTcp => {
+            if let Replier::Tcp(conn) = &to {
+                // Holding the writer keeps every later reply on this connection from going out.
+                let _w = conn.writer.lock().await;
+                std::future::pending::<()>().await;
+            }
+        }
+        Action::StallTcp => {
+            if let Replier::Tcp(conn) = &to {
+                let mut w = conn.writer.lock().await;
+                if let Some(w) = w.as_mut() {
+                    let mut partial = 100u16.to_be_bytes().to_vec();
+                    partial.extend_from_slice(&query.metadata.id.to_be_bytes());
+                    partial.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0]);
+                    let _ = w.write_all(&partial).await;
+                }
+                // Hold the writer (and the connection) until the test ends.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
