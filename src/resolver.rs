@@ -165,7 +165,7 @@ impl Resolver {
     /// REFUSED, and nothing stale is cached, the answer is what the root zone would give
     /// ([`crate::policy::root`]).
     pub async fn resolve_miss(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Result<Resolved, ResolveError> {
-        let e = match self.coalesced(msg, q, tcp).await {
+        let e = match self.coalesced(msg, q, tcp, false).await {
             Ok(bytes) => return Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream }),
             Err(e) => e,
         };
@@ -203,9 +203,9 @@ impl Resolver {
     }
 
     /// Asks upstream, sharing one exchange among identical queries in flight, and caches the
-    /// result. A failure is remembered for `--servfail-ttl`: the same question meanwhile fails
+    /// result (`refresh`: a prefetch of an entry still live, which must go upstream). A failure is remembered for `--servfail-ttl`: the same question meanwhile fails
     /// at once, without going upstream.
-    async fn coalesced(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool) -> Shared {
+    async fn coalesced(&self, msg: &mut [u8], q: &ParsedQuery, tcp: bool, refresh: bool) -> Shared {
         let owned = (key_of(msg, q).to_owned(), tcp);
         let leader = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +237,16 @@ impl Resolver {
             silent_after: self.upstreams.attempt_timeout() / 4,
             memo: self.servfail_ttl,
         };
+        // The exchange that held this slot a moment ago may have just filled the cache, after
+        // this query looked there: use its answer rather than ask again.
+        let now = Instant::now();
+        let fresh = if refresh { None } else { self.cache.as_ref().and_then(|c| c.peek_fresh(&key_of(msg, q), now)) };
+        if let Some(entry) = fresh {
+            let result: Shared = Ok(entry.reply_at(now, false).freeze());
+            slot.finish(None);
+            let _ = tx.send(Some(result.clone()));
+            return result;
+        }
         let result = self.upstreams.resolve(msg, q, tcp).await.map(|ex| ex.reply.freeze());
         if let (Some(cache), Ok(reply)) = (&self.cache, &result) {
             cache.insert(&key_of(msg, q), reply, Instant::now());
@@ -275,7 +285,7 @@ impl Resolver {
         let (name, qtype, flags) = key.parts();
         let mut msg = internal_query(name, qtype, flags);
         if let Admission::Query(q) = admit(&msg) {
-            let _ = self.coalesced(&mut msg, &q, false).await;
+            let _ = self.coalesced(&mut msg, &q, false, true).await;
         }
     }
 }

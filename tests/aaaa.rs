@@ -152,19 +152,41 @@ async fn aaaa_servfail_for_a_missing_name_becomes_nxdomain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aaaa_and_a_both_failing_is_servfail() {
+async fn aaaa_and_a_both_answered_servfail_is_short_nodata() {
+    // The upstream is up and fails the name (systemd-resolved, an air-gapped cluster): a 5 s
+    // NODATA leaves the lookup to its A answer, and keeps c-ares < 1.16's AAAA walk going where a
+    // SERVFAIL would end it in failure (issue 10).
     let up = Upstream::start();
     up.on_name("broken.example.com", Action::Rcode(ResponseCode::ServFail));
     let podns = podns_for(&up).start().await;
     let before = synthesized(&podns, "AAAA", "servfail").await;
-    let (_, reply) = ask(&podns, &query("broken.example.com", RecordType::AAAA)).await;
-    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
-    assert!(reply.answers.is_empty() && reply.authorities.is_empty(), "{reply}");
+    let q = query("broken.example.com", RecordType::AAAA);
+    let (raw, reply) = ask(&podns, &q).await;
+    assert_synth_nodata(&q, &raw, &reply, 5);
     assert!(
         up.received_for("broken.example.com").iter().any(|r| r.qtype == RecordType::A),
         "the A outcome was looked up"
     );
-    assert_eq!(synthesized(&podns, "AAAA", "servfail").await, before, "nothing synthesized");
+    podns
+        .wait_metric(
+            "podns_synthesized_total",
+            &[("type", "AAAA"), ("reason", "servfail")],
+            |v| v >= before + 1.0,
+            REPLY_TIMEOUT,
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_and_a_both_silent_is_servfail() {
+    // Nothing answers: cluster DNS may be down, and "no such name" would be a lie applications
+    // keep (glibc's EAI_NONAME instead of EAI_AGAIN).
+    let up = Upstream::start();
+    up.on_name("silent.example.com", Action::Drop);
+    let podns = podns_for(&up).arg("--attempt-timeout", "200ms").arg("--query-timeout", "500ms").start().await;
+    let (_, reply) = ask(&podns, &query("silent.example.com", RecordType::AAAA)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
+    assert!(reply.answers.is_empty() && reply.authorities.is_empty(), "{reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,7 +325,13 @@ async fn truncated_reply_whose_tcp_retry_fails_is_not_cached() {
     const NAME: &str = "tc-fail.example.com";
     let up = Upstream::start();
     up.on(NAME, RecordType::A, Action::by_transport(Action::Truncate(vec![Rec::A(GOOD)]), Action::ResetTcp));
-    let podns = podns_for(&up).arg("--attempt-timeout", "300ms").arg("--query-timeout", "600ms").start().await;
+    // --servfail-ttl 0: what is checked here is the answer cache, not the failure memo.
+    let podns = podns_for(&up)
+        .arg("--attempt-timeout", "300ms")
+        .arg("--query-timeout", "600ms")
+        .arg("--servfail-ttl", "0s")
+        .start()
+        .await;
     let udp_queries = || up.received_for(NAME).iter().filter(|r| r.transport == Transport::Udp).count();
 
     let reply = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
@@ -344,4 +350,23 @@ async fn truncated_reply_whose_tcp_retry_fails_is_not_cached() {
     let reply = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
     assert!(reply.answers.is_empty(), "{reply}");
     assert!(udp_queries() > before, "the truncated reply was not cached: the next query went upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_reply_whose_tcp_retry_fails_is_remembered_as_a_failure() {
+    // Asking again would only meet the same broken TCP: for --servfail-ttl the client gets the
+    // truncated reply again (never as a cached answer), over UDP, and SERVFAIL over TCP, without
+    // another upstream query.
+    const NAME: &str = "tc-broken.example.com";
+    let up = Upstream::start();
+    up.on(NAME, RecordType::A, Action::by_transport(Action::Truncate(vec![Rec::A(GOOD)]), Action::ResetTcp));
+    let podns = podns_for(&up).arg("--attempt-timeout", "300ms").arg("--query-timeout", "600ms").start().await;
+    let first = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
+    assert!(first.answers.is_empty() && first.metadata.truncation, "{first}");
+    let asked = up.received_for(NAME).len();
+    let again = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
+    assert!(again.answers.is_empty() && again.metadata.truncation, "still truncated: {again}");
+    let over_tcp = tcp_query(podns.addr(), &query(NAME, RecordType::A)).await;
+    assert_eq!(over_tcp.metadata.response_code, ResponseCode::ServFail, "{over_tcp}");
+    assert_eq!(up.received_for(NAME).len(), asked, "neither retry reached the upstream");
 }

@@ -318,7 +318,9 @@ async fn malformed_reply_is_not_relayed_nor_cached(what: &str, bad: fn(&[u8]) ->
     let up = Upstream::start();
     let name = "bad.example.com";
     up.on_name(name, Action::raw(bad));
-    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    // --servfail-ttl 0: the failure itself is remembered by default (RFC 9520); what is checked
+    // here is that the malformed reply never reaches the answer cache.
+    let podns = PodnsBuilder::new().upstream(up.addr).arg("--servfail-ttl", "0s").start().await;
     servfail_within_bound(&podns, name).await;
     let malformed = podns.wait_metric("podns_upstream_errors_total", &[("reason", "malformed")], |v| v >= 1.0, BOUND);
     assert!(malformed.await >= 1.0, "{what}: counted as malformed");
