@@ -384,7 +384,7 @@ fn default_image_is_this_version() {
         Node::Seq(items) => items[0].get_str("image").map(str::to_owned),
         _ => None,
     });
-    assert_eq!(image, Some(format!("ghcr.io/podns/podns:{}", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(image, Some(format!("podns:{}", env!("CARGO_PKG_VERSION"))));
 }
 
 /// Refusals exit 2 with a message on stderr and write nothing to stdout, even for the documents
@@ -420,8 +420,8 @@ fn refusals_exit_2_and_write_nothing() {
         (&["--upstream", "10.96.0.10", "--namespace", "Not_A_Namespace"], good.clone(), "--namespace"),
         (
             &["--upstream", "10.96.0.10"],
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsConfig:\n    nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n  containers: []\n".into(),
-            "more than the 3",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsConfig:\n    nameservers: [dns.example]\n  containers: []\n".into(),
+            "entry `dns.example` is not an IP address",
         ),
     ];
     for (args, input, message) in cases {

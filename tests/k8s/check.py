@@ -231,7 +231,7 @@ def check_dockerfile(r: Results) -> None:
     if not any(l.upper().startswith("ENTRYPOINT [") for l in final_stage):
         problems.append("final stage has no exec-form ENTRYPOINT")
     uid = users[-1].split(":")[0] if users else ""
-    sidecar_uid = re.search(r"pub const UID: u32 = (\d+);", (ROOT / "src/inject/pod.rs").read_text())
+    sidecar_uid = re.search(r"pub const UID: u32 = (\d+);", (ROOT / "src/k8s/inject/pod.rs").read_text())
     if sidecar_uid and uid and sidecar_uid.group(1) != uid:
         problems.append(f"USER {uid} differs from the UID podns inject runs the sidecar as ({sidecar_uid.group(1)})")
     r.check("Dockerfile rules", problems, f"{len(froms)} stages, final {final}, USER {users[-1] if users else '?'}")
@@ -564,7 +564,7 @@ def check_custom_resources(r: Results) -> None:
     problems += [f"kustomization: {f} does not exist" for g in kust.get("configMapGenerator", [])
                  for f in g.get("files", []) if not (mon / f.split("=")[-1]).exists()]
     podmon = load_yaml_docs(mon / "podmonitor.yaml")[0]
-    pod_rs = (ROOT / "src/inject/pod.rs").read_text()
+    pod_rs = (ROOT / "src/k8s/inject/pod.rs").read_text()
     label = re.search(r'pub const LABEL: &str = "([^"]+)";', pod_rs).group(1)
     if podmon["spec"]["selector"].get("matchLabels") != {label: "true"}:
         problems.append(f"PodMonitor does not select the label podns inject sets ({label}: \"true\")")

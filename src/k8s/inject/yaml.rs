@@ -131,6 +131,22 @@ impl Node {
         entries.insert(at, (Node::str(key), value));
     }
 
+    /// Removes `key` from a mapping, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Node> {
+        let Node::Map(entries) = self else { return None };
+        let at = entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        Some(entries.remove(at).1)
+    }
+
+    /// True for an empty mapping or sequence, or a null.
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Node::Map(e) => e.is_empty(),
+            Node::Seq(i) => i.is_empty(),
+            Node::Scalar(_) => self.is_null(),
+        }
+    }
+
     /// The mapping under `key`, created (or made from a null) when missing. `None` when the
     /// value exists and is not a mapping.
     pub fn map_entry(&mut self, key: &str, before: Option<&str>) -> Option<&mut Node> {
@@ -198,9 +214,12 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = stack
+                let mut frame = stack
                     .pop()
                     .ok_or_else(|| ParseError { line: last_line, message: "unbalanced collection".into() })?;
+                if let Node::Map(entries) = &mut frame.node {
+                    resolve_merge_keys(entries);
+                }
                 Some((frame.node, frame.anchor))
             }
             Event::Alias(id) => {
@@ -229,6 +248,36 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
         }
     }
     Ok(docs)
+}
+
+/// Resolves YAML 1.1 merge keys (`<<: *base`, `<<: [*a, *b]`), as Kubernetes's YAML reader
+/// (go-yaml) does: the merged mappings' entries are added unless the mapping has the key itself,
+/// and of several merged mappings the first wins (<https://yaml.org/type/merge.html>). Without
+/// this, `hostNetwork: true` arriving through a merge key would be invisible to the checks.
+fn resolve_merge_keys(entries: &mut Vec<(Node, Node)>) {
+    let is_merge =
+        |k: &Node| matches!(k, Node::Scalar(Scalar { value, style: Style::Plain, tag: None }) if value == "<<");
+    if !entries.iter().any(|(k, _)| is_merge(k)) {
+        return;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) = std::mem::take(entries).into_iter().partition(|(k, _)| is_merge(k));
+    for (_, value) in merges {
+        let sources = match value {
+            Node::Map(m) => vec![m],
+            Node::Seq(items) => {
+                items.into_iter().filter_map(|i| if let Node::Map(m) = i { Some(m) } else { None }).collect()
+            }
+            Node::Scalar(_) => Vec::new(),
+        };
+        for source in sources {
+            for (k, v) in source {
+                if !own.iter().any(|(o, _)| o.as_str().is_some() && o.as_str() == k.as_str()) {
+                    own.push((k, v));
+                }
+            }
+        }
+    }
+    *entries = own;
 }
 
 struct Frame {

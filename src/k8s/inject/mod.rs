@@ -14,7 +14,10 @@
 //! be written. Nothing is written to standard output unless every document succeeded, so a
 //! failed run cannot half-apply through `podns inject ... | kubectl apply -f -`.
 
+pub mod conflicts;
+pub mod json;
 pub mod pod;
+pub mod restore;
 pub mod yaml;
 
 use std::io::{Read, Write};
@@ -24,8 +27,10 @@ use std::process::ExitCode;
 
 use yaml::Node;
 
-/// Image used when --image is not given: this build's version.
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/podns/podns:", env!("CARGO_PKG_VERSION"));
+/// Image used when --image is not given: the name the README's build and `kind load` steps
+/// give the image of this version (`docker build -f docker/Dockerfile -t podns:0.1.0 .`). Not a
+/// registry name: no registry publishes podns, so the default must be something the user built.
+pub const DEFAULT_IMAGE: &str = concat!("podns:", env!("CARGO_PKG_VERSION"));
 
 /// How the application's DNS traffic reaches podns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,9 +67,15 @@ pub struct InjectArgs {
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
 
-    /// Namespace for the search list of objects whose metadata.namespace is unset.
-    #[arg(long, short = 'n', default_value = "default")]
-    pub namespace: String,
+    /// Namespace the objects will run in, for the search list of those whose metadata.namespace
+    /// is unset (`helm template` output). Without it such objects get `default`, with a warning.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+
+    /// Re-render pods that are already injected with these flags (restoring their original
+    /// DNS settings first); without it they are left unchanged.
+    #[arg(long)]
+    pub update: bool,
 
     /// With --mode capture: the image of the capture-init container (podns and iptables).
     /// Default: --image with `-capture-init` appended to its tag.
@@ -84,7 +95,12 @@ pub struct Options {
     pub upstream: Vec<SocketAddr>,
     pub image: String,
     pub cluster_domain: String,
-    pub namespace: String,
+    /// `--namespace`; None: guess `default` and warn.
+    pub namespace: Option<String>,
+    /// Re-inject already injected pods.
+    pub update: bool,
+    /// More `--flag=value` arguments for the sidecar (from the pod's annotations).
+    pub sidecar_args: Vec<String>,
     /// The capture-init image (used with [`Mode::Capture`]).
     pub capture_image: String,
     /// Capture IPv6 DNS too (with [`Mode::Capture`]).
@@ -122,31 +138,60 @@ pub struct Injected {
 
 /// Runs `podns inject`.
 pub fn run(args: InjectArgs) -> ExitCode {
-    let result = options(&args).and_then(|opts| {
+    match options(&args) {
+        Ok(opts) => run_streams(&args.files, "inject", &Action::Inject(&opts)),
+        Err(e) => {
+            eprintln!("podns inject: {e}");
+            ExitCode::from(e.status)
+        }
+    }
+}
+
+/// Arguments of `podns uninject`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UninjectArgs {
+    /// Manifests to read, multi-document YAML; none or `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs `podns uninject`: removes podns from injected pods and restores their DNS settings.
+pub fn run_uninject(args: UninjectArgs) -> ExitCode {
+    run_streams(&args.files, "uninject", &Action::Uninject)
+}
+
+/// What to do to each pod of a stream.
+pub enum Action<'a> {
+    Inject(&'a Options),
+    Uninject,
+}
+
+fn run_streams(files: &[PathBuf], command: &str, action: &Action) -> ExitCode {
+    let result = (|| {
         let mut all = Injected::default();
-        for (name, text) in read_inputs(&args.files)? {
-            let one = inject_stream(&text, &name, &opts)?;
+        for (name, text) in read_inputs(files)? {
+            let one = transform_stream(&text, &name, action)?;
             all.text.push_str(&one.text);
             all.notes.extend(one.notes);
         }
-        Ok(all)
-    });
+        Ok::<_, InjectError>(all)
+    })();
     match result {
         Ok(out) => {
             for note in &out.notes {
-                eprintln!("podns inject: {note}");
+                eprintln!("podns {command}: {note}");
             }
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(out.text.as_bytes()).and_then(|()| stdout.flush()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("podns inject: writing the output: {e}");
+                    eprintln!("podns {command}: writing the output: {e}");
                     ExitCode::from(1)
                 }
             }
         }
         Err(e) => {
-            eprintln!("podns inject: {e}");
+            eprintln!("podns {command}: {e}");
             ExitCode::from(e.status)
         }
     }
@@ -167,8 +212,10 @@ pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
     if !is_dns_name(&cluster_domain) {
         return Err(InjectError::input(format!("--cluster-domain `{}` is not a DNS name", args.cluster_domain)));
     }
-    if !is_dns_label(&args.namespace) {
-        return Err(InjectError::input(format!("--namespace `{}` is not a Kubernetes namespace name", args.namespace)));
+    if let Some(ns) = &args.namespace
+        && !is_dns_label(ns)
+    {
+        return Err(InjectError::input(format!("--namespace `{ns}` is not a Kubernetes namespace name")));
     }
     if !is_image_ref(&args.image) {
         return Err(InjectError::input(format!("--image `{}` is not an image reference", args.image)));
@@ -187,6 +234,8 @@ pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
         image: args.image.clone(),
         cluster_domain,
         namespace: args.namespace.clone(),
+        update: args.update,
+        sidecar_args: Vec::new(),
         capture_image,
         capture_ipv6: args.capture_ipv6,
     })
@@ -211,7 +260,7 @@ pub fn capture_image_for(image: &str) -> Result<String, InjectError> {
 }
 
 /// An RFC 1123 label: what Kubernetes accepts as a namespace name.
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -288,6 +337,11 @@ fn split_documents(text: &str) -> Vec<Piece<'_>> {
 
 /// Injects every workload of one stream; `name` names it in messages.
 pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected, InjectError> {
+    transform_stream(text, name, &Action::Inject(opts))
+}
+
+/// Applies `action` to every workload of one stream.
+pub fn transform_stream(text: &str, name: &str, action: &Action) -> Result<Injected, InjectError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Injected::default();
     let mut index = 0;
@@ -310,7 +364,7 @@ pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected,
         let where_ = format!("document {index} of {name}");
         let changed = match docs.as_mut_slice() {
             [] => false,
-            [doc] => inject_object(doc, &where_, opts, &mut out.notes)?,
+            [doc] => transform_object(doc, &where_, action, &mut out.notes)?,
             _ => {
                 return Err(InjectError::input(format!("{name}: line {}: more than one document", piece.first_line)));
             }
@@ -331,54 +385,123 @@ pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected,
     Ok(out)
 }
 
-/// The API versions of the kinds that hold a pod spec, and the path to it.
-fn pod_paths(api_version: &str, kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
-    const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
-    const TEMPLATE_META: &[&str] = &["spec", "template", "metadata"];
+/// Where an object keeps its pod: (path to the PodSpec, path to the pod's metadata).
+///
+/// Generic by design: besides Pods, CronJobs (`spec.jobTemplate.spec.template`) and
+/// PodTemplates (`template`), every kind whose `spec.template` is a PodTemplateSpec (a mapping
+/// whose `spec.containers` is a sequence) holds a pod: Deployments and the other built-in
+/// workloads, but also Argo Rollouts, OpenShift DeploymentConfigs, Knative Services and any
+/// custom resource following the convention. Kubernetes's own `kubectl set image` and
+/// `kubectl rollout` find pods the same way (polymorphic helpers keyed on the pod template).
+fn pod_paths(doc: &Node) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
+    let kind = doc.get_str("kind").unwrap_or_default();
+    let api_version = doc.get_str("apiVersion").unwrap_or_default();
+    let is_pod_template =
+        |t: Option<&Node>| matches!(t.and_then(|t| t.path(&["spec", "containers"])), Some(Node::Seq(_)));
     match (api_version, kind) {
-        ("v1", "Pod") => Some((&["spec"], &["metadata"])),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch/v1", "Job") => {
-            Some((TEMPLATE_SPEC, TEMPLATE_META))
+        ("v1", "Pod") => Some((vec!["spec"], vec!["metadata"])),
+        ("v1", "PodTemplate") if is_pod_template(doc.get("template")) => {
+            Some((vec!["template", "spec"], vec!["template", "metadata"]))
         }
-        ("batch/v1", "CronJob") => Some((
-            &["spec", "jobTemplate", "spec", "template", "spec"],
-            &["spec", "jobTemplate", "spec", "template", "metadata"],
+        (_, "CronJob") if is_pod_template(doc.path(&["spec", "jobTemplate", "spec", "template"])) => Some((
+            vec!["spec", "jobTemplate", "spec", "template", "spec"],
+            vec!["spec", "jobTemplate", "spec", "template", "metadata"],
         )),
+        _ if is_pod_template(doc.path(&["spec", "template"])) => {
+            Some((vec!["spec", "template", "spec"], vec!["spec", "template", "metadata"]))
+        }
         _ => None,
     }
 }
 
-const WORKLOAD_KINDS: [&str; 7] = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"];
+/// Why an object is left alone although it holds a pod, if it is.
+fn skip_reason(doc: &Node) -> Option<String> {
+    if let Some(Node::Seq(owners)) = doc.path(&["metadata", "ownerReferences"])
+        && let Some(owner) = owners.iter().find(|o| o.get("controller").is_some_and(Node::is_true))
+    {
+        let kind = owner.get_str("kind").unwrap_or("controller");
+        let name = owner.get_str("name").unwrap_or("?");
+        return Some(format!(
+            "is managed by {kind} {name} (a controller ownerReference), which would revert the change or \
+             replace the pod: inject the {kind} instead"
+        ));
+    }
+    let is_pod = doc.get_str("kind") == Some("Pod");
+    let running = doc.get("status").is_some_and(|s| !s.is_null()) || doc.path(&["spec", "nodeName"]).is_some();
+    if is_pod && running {
+        return Some(
+            "is a pod that already exists (it has status or spec.nodeName) and a pod's containers cannot be \
+             changed after creation: inject its workload, or delete the pod and create the injected one"
+                .to_owned(),
+        );
+    }
+    None
+}
 
-/// Injects one object (or the items of a List); true when it changed.
-fn inject_object(doc: &mut Node, where_: &str, opts: &Options, notes: &mut Vec<String>) -> Result<bool, InjectError> {
+/// Applies `action` to one object (or the items of a List); true when it changed.
+fn transform_object(
+    doc: &mut Node,
+    where_: &str,
+    action: &Action,
+    notes: &mut Vec<String>,
+) -> Result<bool, InjectError> {
+    if !matches!(doc, Node::Map(_)) {
+        notes.push(format!("{where_}: not a Kubernetes object (not a mapping); copied unchanged"));
+        return Ok(false);
+    }
     let kind = doc.get_str("kind").unwrap_or_default().to_owned();
     let api_version = doc.get_str("apiVersion").unwrap_or_default().to_owned();
-    if api_version == "v1" && kind == "List" {
-        let Some(Node::Seq(items)) = doc.get_mut("items") else {
-            return Ok(false);
-        };
+    if kind.ends_with("List") && matches!(doc.get("items"), Some(Node::Seq(_))) {
+        let Some(Node::Seq(items)) = doc.get_mut("items") else { unreachable!("checked above") };
         let mut changed = false;
         for (i, item) in items.iter_mut().enumerate() {
-            changed |= inject_object(item, &format!("item {} of {where_}", i + 1), opts, notes)?;
+            changed |= transform_object(item, &format!("item {} of {where_}", i + 1), action, notes)?;
         }
         return Ok(changed);
     }
-    let namespace = doc.path(&["metadata", "namespace"]).and_then(Node::as_str).unwrap_or(&opts.namespace).to_owned();
-    let name = doc.path(&["metadata", "name"]).and_then(Node::as_str).unwrap_or("(unnamed)").to_owned();
-    let what = format!("{kind} {namespace}/{name} ({where_})");
-    let Some((spec_path, meta_path)) = pod_paths(&api_version, &kind) else {
-        if WORKLOAD_KINDS.contains(&kind.as_str()) {
-            notes.push(format!("{what}: apiVersion `{api_version}` is not one podns inject knows; left unchanged"));
-        }
+    let explicit_ns = doc.path(&["metadata", "namespace"]).and_then(Node::as_str).map(str::to_owned);
+    let name = doc
+        .path(&["metadata", "name"])
+        .or_else(|| doc.path(&["metadata", "generateName"]))
+        .and_then(Node::as_str)
+        .unwrap_or("(unnamed)")
+        .to_owned();
+    let shown_ns = explicit_ns.clone().unwrap_or_else(|| "?".to_owned());
+    let what = format!("{kind} {shown_ns}/{name} ({where_})");
+    let Some((spec_path, meta_path)) = pod_paths(doc) else {
+        let kind = if kind.is_empty() { "object without kind".to_owned() } else { format!("{api_version} {kind}") };
+        notes.push(format!("{what}: {kind} has no pod template (spec.template.spec.containers); copied unchanged"));
         return Ok(false);
     };
+    if let Some(why) = skip_reason(doc) {
+        notes.push(format!("{what} {why}; copied unchanged"));
+        return Ok(false);
+    }
+    let namespace = match (&explicit_ns, action) {
+        (Some(ns), _) => ns.clone(),
+        (None, Action::Inject(opts)) => match &opts.namespace {
+            Some(ns) => ns.clone(),
+            None => {
+                notes.push(format!(
+                    "WARNING: {what} has no metadata.namespace and --namespace was not given: its search list \
+                     assumes namespace `default`, so short names resolve in `default`; pass --namespace NS \
+                     for the namespace it will run in"
+                ));
+                "default".to_owned()
+            }
+        },
+        (None, Action::Uninject) => String::new(),
+    };
+    let what = format!("{kind} {namespace}/{name} ({where_})");
+    if api_version.starts_with("serving.knative.dev/") && matches!(action, Action::Inject(_)) {
+        notes.push(format!(
+            "{what}: Knative accepts init containers, dnsPolicy/dnsConfig and pod sysctls only with its \
+             features kubernetes.podspec-init-containers, kubernetes.podspec-dnspolicy, \
+             kubernetes.podspec-dnsconfig and kubernetes.podspec-securitycontext enabled (config-features)"
+        ));
+    }
     // The metadata mapping of the pod template, created when missing.
     let (meta_parent, meta_key) = meta_path.split_at(meta_path.len() - 1);
-    let spec_missing = doc.path(spec_path).is_none();
-    if spec_missing {
-        return Err(InjectError::input(format!("{what} has no {}", spec_path.join("."))));
-    }
     let parent = doc
         .path_mut(meta_parent)
         .ok_or_else(|| InjectError::input(format!("{what} has no {}", meta_parent.join("."))))?;
@@ -386,10 +509,31 @@ fn inject_object(doc: &mut Node, where_: &str, opts: &Options, notes: &mut Vec<S
         Some(m) if !m.is_null() => m.clone(),
         _ => Node::Map(Vec::new()),
     };
-    let mut spec = doc.path(spec_path).cloned().unwrap_or(Node::Map(Vec::new()));
-    let outcome = pod::inject(&mut spec, &mut metadata, &namespace, opts, &what, notes)?;
-    if outcome == pod::Outcome::AlreadyInjected {
-        notes.push(format!("{what} already has a `{}` container; left unchanged", pod::SIDECAR_NAME));
+    let mut spec = doc.path(&spec_path).cloned().unwrap_or(Node::Map(Vec::new()));
+    let changed = match action {
+        Action::Inject(opts) => match pod::inject(&mut spec, &mut metadata, &namespace, opts, &what, notes)? {
+            pod::Outcome::AlreadyInjected => {
+                notes.push(format!(
+                    "{what} already has a `{}` container; left unchanged (--update re-renders it)",
+                    pod::SIDECAR_NAME
+                ));
+                false
+            }
+            pod::Outcome::Disabled => {
+                notes.push(format!("{what}: annotation podns.io/inject: disabled; left unchanged"));
+                false
+            }
+            pod::Outcome::Injected | pod::Outcome::Updated => true,
+        },
+        Action::Uninject => {
+            let changed = restore::uninject(&mut spec, &mut metadata, &what)?;
+            if !changed {
+                notes.push(format!("{what} has no `{}` container; left unchanged", pod::SIDECAR_NAME));
+            }
+            changed
+        }
+    };
+    if !changed {
         return Ok(false);
     }
     let (spec_parent, spec_key) = spec_path.split_at(spec_path.len() - 1);
@@ -398,7 +542,11 @@ fn inject_object(doc: &mut Node, where_: &str, opts: &Options, notes: &mut Vec<S
     }
     if let Some(p) = doc.path_mut(meta_parent) {
         // A pod template's metadata goes before its spec; a Pod's is already there.
-        p.set(meta_key[0], metadata, Some("spec"));
+        if metadata.is_empty_collection() {
+            p.remove(meta_key[0]);
+        } else {
+            p.set(meta_key[0], metadata, Some("spec"));
+        }
     }
     Ok(true)
 }
