@@ -63,6 +63,8 @@ pub struct WebhookArgs {
     pub tls_key: PathBuf,
 
     /// Cluster DNS service IP that injected pods forward to, IP or IP:PORT (repeatable).
+    /// Default: the nameservers of the webhook's own /etc/resolv.conf, which for a ClusterFirst
+    /// pod (the webhook's Deployment) is the cluster DNS Service.
     #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::config::parse_upstream)]
     pub upstream: Vec<SocketAddr>,
 
@@ -93,9 +95,15 @@ pub struct WebhookArgs {
 
 /// The injection settings of the webhook, checked like `podns inject`'s flags.
 pub fn options(args: &WebhookArgs) -> Result<Options, inject::InjectError> {
+    let mut upstream = args.upstream.clone();
+    if upstream.is_empty() && args.mode == Mode::DnsPolicy {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        upstream = crate::config::resolv_conf_nameservers(&text);
+        upstream.retain(|u| !u.ip().is_loopback());
+    }
     inject::options(&InjectArgs {
         files: Vec::new(),
-        upstream: args.upstream.clone(),
+        upstream,
         mode: args.mode,
         image: args.image.clone(),
         cluster_domain: args.cluster_domain.clone(),
