@@ -389,9 +389,12 @@ def check_example_semantics(r: Results) -> None:
     paths = sorted((ROOT / "k8s/example").glob("*.yaml")) + sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
     captured = 0
     for path in paths:
+        golden_in = path.with_name(path.name.replace(".out.yaml", ".in.yaml"))
+        if golden_in.exists() and "# command: uninject" in golden_in.read_text():
+            continue  # podns uninject's output: podns removed
         for obj in k8s_objects(path):
             spec = pod_spec(obj)
-            if spec is None:
+            if spec is None or left_alone(obj):
                 continue
             pods += 1
             where = f"{path.relative_to(ROOT)}: {obj['kind']} {obj['metadata'].get('name')}"
@@ -436,6 +439,18 @@ def check_example_semantics(r: Results) -> None:
     if captured < 3:
         problems.append(f"only {captured} capture-mode pod specs (the capture example and goldens are missing)")
     r.check("sidecar wiring (examples and golden outputs)", problems, f"{pods} pod specs, {captured} in capture mode")
+
+
+def left_alone(obj: dict) -> bool:
+    """Objects podns inject copies unchanged on purpose: controlled by another object, running
+    pods, pods annotated podns.io/inject: disabled."""
+    meta = obj.get("metadata") or {}
+    if any(o.get("controller") for o in meta.get("ownerReferences") or []):
+        return True
+    if obj.get("kind") == "Pod" and (obj.get("status") is not None or (obj.get("spec") or {}).get("nodeName")):
+        return True
+    tmeta = meta if obj.get("kind") == "Pod" else ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (tmeta.get("annotations") or {}).get("podns.io/inject") == "disabled"
 
 
 def capture_problems(where: str, spec: dict) -> list[str]:

@@ -414,6 +414,26 @@ fn pod_paths(doc: &Node) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
     }
 }
 
+/// Built-in kinds that never hold a pod (ConfigMap, Service, RBAC, ...): skipped without a note,
+/// which is kept for what a user might expect to be injected (workload kinds without a pod
+/// template, custom kinds).
+fn is_known_podless(api_version: &str, kind: &str) -> bool {
+    const POD_KINDS: [&str; 9] = [
+        "Pod",
+        "PodTemplate",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+        "ReplicationController",
+    ];
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let builtin = group.is_empty() || !group.contains('.') || group.ends_with(".k8s.io");
+    builtin && !POD_KINDS.contains(&kind)
+}
+
 /// Why an object is left alone although it holds a pod, if it is.
 fn skip_reason(doc: &Node) -> Option<String> {
     if let Some(Node::Seq(owners)) = doc.path(&["metadata", "ownerReferences"])
@@ -469,8 +489,10 @@ fn transform_object(
     let shown_ns = explicit_ns.clone().unwrap_or_else(|| "?".to_owned());
     let what = format!("{kind} {shown_ns}/{name} ({where_})");
     let Some((spec_path, meta_path)) = pod_paths(doc) else {
-        let kind = if kind.is_empty() { "object without kind".to_owned() } else { format!("{api_version} {kind}") };
-        notes.push(format!("{what}: {kind} has no pod template (spec.template.spec.containers); copied unchanged"));
+        if !is_known_podless(&api_version, &kind) {
+            let kind = if kind.is_empty() { "object without kind".to_owned() } else { format!("{api_version} {kind}") };
+            notes.push(format!("{what}: {kind} has no pod template (spec.template.spec.containers); copied unchanged"));
+        }
         return Ok(false);
     };
     if let Some(why) = skip_reason(doc) {
