@@ -70,7 +70,7 @@ fn every_subcommand_flag_is_documented() {
         let missing: Vec<&str> = help
             .split_whitespace()
             .filter(|w| w.starts_with("--") && w.len() > 2)
-            .map(|w| w.trim_end_matches([',', '.', ')']))
+            .map(|w| w.trim_end_matches([',', '.', ')', ':']))
             .filter(|w| !matches!(*w, "--help" | "--version" | "--upstream=") && !w.contains('='))
             .filter(|f| !readme.contains(&format!("`{f}")) && !readme.contains(&format!(", `{f}")))
             .collect();

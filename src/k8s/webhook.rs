@@ -55,12 +55,27 @@ pub struct WebhookArgs {
     pub listen: SocketAddr,
 
     /// Serving certificate chain, PEM (cert-manager's tls.crt). Re-read when the file changes.
-    #[arg(long, value_name = "PEM")]
-    pub tls_cert: PathBuf,
+    #[arg(long, value_name = "PEM", requires = "tls_key", required_unless_present = "self_signed_secret")]
+    pub tls_cert: Option<PathBuf>,
 
     /// Private key of --tls-cert, PEM (tls.key).
-    #[arg(long, value_name = "PEM")]
-    pub tls_key: PathBuf,
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Instead of --tls-cert: manage the certificate itself. Keep a CA and a serving
+    /// certificate in this Secret of the webhook's namespace (created when missing, renewed 30
+    /// days before expiry) and set the CA as caBundle of --webhook-config, through the API
+    /// server with the pod's service-account token.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_signed_secret: Option<String>,
+
+    /// With --self-signed-secret: the MutatingWebhookConfiguration whose caBundle to set.
+    #[arg(long, value_name = "NAME", default_value = "podns")]
+    pub webhook_config: String,
+
+    /// With --self-signed-secret: the webhook's Service, for the certificate's DNS names.
+    #[arg(long, value_name = "NAME", default_value = "podns-webhook")]
+    pub service: String,
 
     /// Cluster DNS service IP that injected pods forward to, IP or IP:PORT (repeatable).
     /// Default: the nameservers of the webhook's own /etc/resolv.conf, which for a ClusterFirst
@@ -123,12 +138,15 @@ pub fn run(args: WebhookArgs) -> ExitCode {
             return ExitCode::from(e.status);
         }
     };
-    let resolver = match FileCert::new(args.tls_cert.clone(), args.tls_key.clone()) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("podns webhook: {e}");
-            return ExitCode::from(2);
-        }
+    let file_cert = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match FileCert::new(cert.clone(), key.clone()) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                eprintln!("podns webhook: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -138,6 +156,19 @@ pub fn run(args: WebhookArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let resolver: Arc<dyn ResolvesServerCert> = match file_cert {
+            Some(r) => r,
+            None => {
+                let secret = args.self_signed_secret.clone().expect("clap requires one of the two");
+                match start_self_managed(&args, secret).await {
+                    Ok(shared) => shared,
+                    Err(e) => {
+                        tracing::error!("self-managed certificate: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -155,6 +186,64 @@ pub fn run(args: WebhookArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Self-managed mode: the certificate from [`super::certs::SelfManaged`], checked again every
+/// [`super::certs::CHECK_EVERY`] and swapped in when renewed.
+async fn start_self_managed(args: &WebhookArgs, secret: String) -> Result<Arc<SharedCert>, String> {
+    let client = super::apiserver::ApiClient::in_cluster()?;
+    let ns_file = format!("{}/namespace", super::apiserver::SERVICE_ACCOUNT_DIR);
+    let namespace = std::fs::read_to_string(&ns_file).map_err(|e| format!("{ns_file}: {e}"))?.trim().to_owned();
+    let manager = super::certs::SelfManaged {
+        client,
+        dns_names: super::certs::service_dns_names(
+            &args.service,
+            &namespace,
+            args.cluster_domain.trim_end_matches('.'),
+        ),
+        namespace,
+        secret,
+        webhook_config: args.webhook_config.clone(),
+    };
+    let bundle = manager.ensure(time::OffsetDateTime::now_utc()).await?;
+    let shared = Arc::new(SharedCert::new(certified_key(bundle.tls_crt.as_bytes(), bundle.tls_key.as_bytes())?));
+    let handle = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(super::certs::CHECK_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match manager.ensure(time::OffsetDateTime::now_utc()).await {
+                Ok(b) => match certified_key(b.tls_crt.as_bytes(), b.tls_key.as_bytes()) {
+                    Ok(ck) => handle.set(ck),
+                    Err(e) => tracing::error!("self-managed certificate: {e}"),
+                },
+                // The current certificate has at least 30 days left when this first fails.
+                Err(e) => tracing::error!("self-managed certificate check: {e}"),
+            }
+        }
+    });
+    Ok(shared)
+}
+
+/// A certificate held in memory and replaceable while serving.
+#[derive(Debug)]
+pub struct SharedCert(Mutex<Arc<CertifiedKey>>);
+
+impl SharedCert {
+    pub fn new(ck: CertifiedKey) -> SharedCert {
+        SharedCert(Mutex::new(Arc::new(ck)))
+    }
+
+    pub fn set(&self, ck: CertifiedKey) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(ck);
+    }
+}
+
+impl ResolvesServerCert for SharedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 async fn shutdown_signal() {
