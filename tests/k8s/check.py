@@ -645,7 +645,7 @@ def check_install(r: Results) -> None:
         return
     webhook_rs = (ROOT / "src/k8s/webhook.rs").read_text()
     paths = dict(re.findall(r'pub const (PATH_\w+): &str = "([^"]+)";', webhook_rs))
-    for variant in ("k8s/install", "k8s/install/core"):
+    for variant in ("k8s/install", "k8s/install/core", "k8s/install/self-managed"):
         objs, how = kustomize(variant)
         if objs is None:
             r.fail(f"kustomize {variant}", how)
@@ -672,7 +672,9 @@ def check_install(r: Results) -> None:
         by_kind = {}
         for o in objs:
             by_kind.setdefault(o["kind"], []).append(o)
-        need = ["Namespace", "ServiceAccount", "Deployment", "PodDisruptionBudget", "Service", "MutatingWebhookConfiguration", "Certificate"]
+        self_managed = variant.endswith("self-managed")
+        need = ["Namespace", "ServiceAccount", "Deployment", "PodDisruptionBudget", "Service", "MutatingWebhookConfiguration"]
+        need += ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"] if self_managed else ["Certificate"]
         if variant == "k8s/install":
             need += ["PodMonitor", "PrometheusRule"]
         problems += [f"no {k}" for k in need if k not in by_kind]
@@ -726,17 +728,56 @@ def check_install(r: Results) -> None:
                 sem.append(f"{where}: rules are not Pod CREATE only")
         if seen_paths != set(paths.values()):
             sem.append(f"webhook paths {sorted(seen_paths)}, src/k8s/webhook.rs serves {sorted(paths.values())}")
-        certs = [c for c in by_kind["Certificate"] if not c["spec"].get("isCA")]
-        vols = {v["name"]: (v.get("secret") or {}).get("secretName") for v in dep["spec"]["template"]["spec"].get("volumes", [])}
-        want_dns = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
-        if not certs or want_dns not in certs[0]["spec"].get("dnsNames", []):
-            sem.append(f"the serving Certificate does not name {want_dns}")
-        elif certs[0]["spec"]["secretName"] not in vols.values():
-            sem.append("the webhook does not mount the serving Certificate's Secret")
-        inject_from = (mwc["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
-        if inject_from != f"{certs[0]['metadata']['namespace']}/{certs[0]['metadata']['name']}" if certs else True:
-            sem.append(f"cainjector annotation {inject_from!r} does not name the serving Certificate")
+        if self_managed:
+            sem += self_managed_problems(by_kind, dep, svc, mwc, args)
+        else:
+            certs = [c for c in by_kind["Certificate"] if not c["spec"].get("isCA")]
+            vols = {v["name"]: (v.get("secret") or {}).get("secretName") for v in dep["spec"]["template"]["spec"].get("volumes", [])}
+            want_dns = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+            if not certs or want_dns not in certs[0]["spec"].get("dnsNames", []):
+                sem.append(f"the serving Certificate does not name {want_dns}")
+            elif certs[0]["spec"]["secretName"] not in vols.values():
+                sem.append("the webhook does not mount the serving Certificate's Secret")
+            inject_from = (mwc["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+            if not certs or inject_from != f"{certs[0]['metadata']['namespace']}/{certs[0]['metadata']['name']}":
+                sem.append(f"cainjector annotation {inject_from!r} does not name the serving Certificate")
+            if "Role" in by_kind or "ClusterRole" in by_kind:
+                sem.append("with cert-manager the webhook needs no RBAC")
         r.check(f"kustomize {variant}: webhook wiring and failure behaviour", sem)
+
+
+def self_managed_problems(by_kind: dict, dep: dict, svc: dict, mwc: dict, args: list[str]) -> list[str]:
+    """--self-signed-secret: the webhook reaches its Secret and webhook configuration with the
+    least RBAC (exactly the verbs src/k8s/certs.rs uses, on those names), bound to its own
+    service account, whose token is mounted."""
+    flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    problems = []
+    ns = svc["metadata"]["namespace"]
+    pod = dep["spec"]["template"]["spec"]
+    sa = pod.get("serviceAccountName")
+    if not pod.get("automountServiceAccountToken", True) or not by_kind["ServiceAccount"][0].get("automountServiceAccountToken", True):
+        problems.append("self-managed: the service-account token is not mounted")
+    if "tls-cert" in flags or pod.get("volumes"):
+        problems.append("self-managed: the webhook still reads a mounted certificate")
+    if flags.get("webhook-config") != mwc["metadata"]["name"] or flags.get("service") != svc["metadata"]["name"]:
+        problems.append(f"self-managed: --webhook-config/--service {flags} do not name {mwc['metadata']['name']}/{svc['metadata']['name']}")
+    secret = flags.get("self-signed-secret")
+    role, crole = by_kind["Role"][0], by_kind["ClusterRole"][0]
+    grants = sorted((rule.get("apiGroups", [""])[0], res, tuple(sorted(rule.get("resourceNames") or ["*"])), verb)
+                    for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"])
+    want = sorted([("", "secrets", (secret,), "get"), ("", "secrets", (secret,), "update"), ("", "secrets", ("*",), "create")])
+    if grants != want or role["metadata"]["namespace"] != ns:
+        problems.append(f"self-managed: Role grants {grants}, want {want} in {ns}")
+    cgrants = sorted((rule["apiGroups"][0], res, tuple(sorted(rule.get("resourceNames") or ["*"])), verb)
+                     for rule in crole["rules"] for res in rule["resources"] for verb in rule["verbs"])
+    cwant = sorted([("admissionregistration.k8s.io", "mutatingwebhookconfigurations", (mwc["metadata"]["name"],), v) for v in ("get", "patch")])
+    if cgrants != cwant:
+        problems.append(f"self-managed: ClusterRole grants {cgrants}, want {cwant}")
+    for binding, target in (("RoleBinding", role), ("ClusterRoleBinding", crole)):
+        b = by_kind[binding][0]
+        if b["roleRef"]["name"] != target["metadata"]["name"] or b["subjects"] != [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]:
+            problems.append(f"self-managed: {binding} does not bind {target['metadata']['name']} to {ns}/{sa}")
+    return problems
 
 
 def check_webhook_patches(r: Results) -> None:
