@@ -287,3 +287,67 @@ async fn certificate_from_another_ca_is_rejected_by_the_client() {
     let err = tls_connect(addr, &other.ca_pem).await.expect_err("a foreign CA must not verify");
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
 }
+
+// ---------------------------------------------------------------- the binary ----------------
+
+/// `podns webhook` as deployed: the real binary with certificate files, on 127.0.0.1 with a
+/// port the kernel picks (read from its "webhook listening" log line), answering a review.
+#[tokio::test]
+async fn the_binary_serves_reviews() {
+    use std::io::BufRead;
+    let pki = pki(SERVER_NAME);
+    let dir = std::env::temp_dir().join(format!("podns-webhook-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &pki.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podns"))
+        .args(["webhook", "--listen", "127.0.0.1:0", "--upstream", "10.96.0.10", "--log-level", "info"])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("podns webhook starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("a log line before exit").expect("stderr");
+        if line.contains("webhook listening") {
+            let at = line.find("addr=").expect("addr field") + 5;
+            break line[at..].split_whitespace().next().unwrap().parse().expect("socket address");
+        }
+    };
+    assert!(addr.ip().is_loopback());
+    let review = std::fs::read(golden_dir().join("namespace-pod.in.json")).unwrap();
+    let (status, body) = request(addr, &pki.ca_pem, "POST", "/mutate", review).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    let out: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(out["response"]["uid"], "a5f1b0a2-0c55-4f0b-9d6e-01a1c1d1e101");
+    assert_eq!(out["response"]["patchType"], "JSONPatch");
+}
+
+#[test]
+fn bad_webhook_flags_exit_2_naming_them() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_podns")).arg("webhook").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--tls-cert /nonexistent/tls.crt"), "{err}");
+    let (code, err) = run(&["--tls-cert", "a"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--tls-key"), "{err}");
+    let (code, err) = run(&["--self-signed-secret", "s", "--tls-cert", "a", "--tls-key", "b"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--self-signed-secret"), "{err}");
+    let (code, err) = run(&["--tls-cert", "a", "--tls-key", "b", "--upstream", "kube-dns"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--upstream"), "{err}");
+    let (code, err) =
+        run(&["--tls-cert", "a", "--tls-key", "b", "--upstream", "10.96.0.10", "--cluster-domain", "a..b"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--cluster-domain"), "{err}");
+}

@@ -176,7 +176,9 @@ pub fn run(args: WebhookArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(addr = %args.listen, "webhook listening");
+        // The bound address (with --listen 127.0.0.1:0 the port is the kernel's choice).
+        let bound = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+        tracing::info!(addr = %bound, "webhook listening");
         let server = serve(listener, tls_config(resolver), Arc::new(opts));
         tokio::select! {
             () = server => ExitCode::SUCCESS,
