@@ -387,6 +387,13 @@ fn write_scalar(out: &mut String, s: &Scalar, content_col: usize, is_key: bool) 
     match s.style {
         Style::Plain | Style::Raw if is_safe_verbatim_plain(v) => out.push_str(v),
         Style::Str if is_unambiguous_plain(v) => out.push_str(v),
+        // A string podns made that has double quotes and no single ones (the JSON of
+        // podns.io/original) reads better single-quoted than with every `"` escaped.
+        Style::Str if !multiline && v.contains('"') && !v.contains('\'') && v.chars().all(is_printable) => {
+            out.push('\'');
+            out.push_str(v);
+            out.push('\'');
+        }
         Style::SingleQuoted if !multiline && v.chars().all(is_printable) => {
             out.push('\'');
             out.push_str(&v.replace('\'', "''"));
@@ -603,5 +610,15 @@ mod tests {
         spec.set("dnsPolicy", Node::str("None"), None);
         assert!(spec.map_entry("containers", None).is_none(), "a sequence is not a mapping");
         assert_eq!(emit(&node), "spec:\n  initContainers: []\n  containers: []\n  dnsPolicy: None\n");
+    }
+
+    #[test]
+    fn json_strings_are_single_quoted_and_read_back() {
+        let node = Node::map([("a", Node::str(r#"{"k":["v"],"n":null}"#)), ("b", Node::str(r#"it's "x""#))]);
+        let text = emit(&node);
+        assert_eq!(text, "a: '{\"k\":[\"v\"],\"n\":null}'\nb: \"it's \\\"x\\\"\"\n");
+        let back = parse(&text).unwrap();
+        assert_eq!(back[0].get_str("a"), node.get_str("a"));
+        assert_eq!(back[0].get_str("b"), node.get_str("b"));
     }
 }
