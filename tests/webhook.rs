@@ -104,6 +104,9 @@ fn patches_inject_and_reinvocation_changes_nothing() {
             let w = response["warnings"].to_string();
             assert!(w.contains("podns not injected"), "{name}: {w}");
         }
+        for w in response["warnings"].as_array().into_iter().flatten() {
+            assert!(w.as_str().unwrap().chars().count() <= webhook::MAX_WARNING, "{name}: {w}");
+        }
         let Some(ops) = ops else { continue };
         injected += 1;
         let mut pod = review["request"]["object"].clone();
