@@ -125,6 +125,17 @@ fn patches_inject_and_reinvocation_changes_nothing() {
         again["request"]["object"] = pod.clone();
         let (r2, ops2) = answer(&name, &again);
         assert!(ops2.is_none(), "{name}: reinvocation patched again: {r2}");
+        assert!(r2.get("warnings").is_none(), "{name}: podns's own ports are no conflict: {r2}");
+        // A later webhook added Istio with DNS capture: reinvoked, podns says so.
+        let mut meshed = pod.clone();
+        meshed["spec"]["containers"].as_array_mut().unwrap().push(json!({
+            "name": "istio-proxy", "image": "istio/proxyv2:1.22.0",
+            "env": [{"name": "ISTIO_META_DNS_CAPTURE", "value": "true"}],
+        }));
+        again["request"]["object"] = meshed;
+        let (r3, ops3) = answer(&name, &again);
+        assert!(ops3.is_none(), "{name}");
+        assert!(r3["warnings"].to_string().contains("ISTIO_META_DNS_CAPTURE"), "{name}: {r3}");
         // Uninject restores the original spec and metadata (an empty securityContext and an
         // absent one are the same pod).
         let mut spec = podns::inject::json::from_json(&pod["spec"]);

@@ -643,7 +643,7 @@ def check_install(r: Results) -> None:
     except ImportError:
         r.fail("install (kustomize)", "kubernetes-validate is not installed")
         return
-    webhook_rs = (ROOT / "src/k8s/webhook.rs").read_text()
+    webhook_rs = (ROOT / "src/k8s/webhook/mod.rs").read_text()
     paths = dict(re.findall(r'pub const (PATH_\w+): &str = "([^"]+)";', webhook_rs))
     for variant in ("k8s/install", "k8s/install/core", "k8s/install/self-managed"):
         objs, how = kustomize(variant)

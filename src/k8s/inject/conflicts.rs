@@ -8,11 +8,13 @@
 //! the proxy and leaves UDP alone; `config.linkerd.io/skip-outbound-ports` exempts ports
 //! (linkerd.io, "Protocol Detection" and "Proxy Configuration").
 
-use super::pod::{CAPTURE_PORT, METRICS_PORT};
+use super::pod::{CAPTURE_INIT_NAME, CAPTURE_PORT, METRICS_PORT, SIDECAR_NAME};
 use super::yaml::Node;
 use super::{InjectError, Mode};
 
-/// Refuses pods podns cannot serve beside what they already run; notes the caveats.
+/// Refuses pods podns cannot serve beside what they already run; notes the caveats. podns's
+/// own containers are not counted, so an injected pod can be checked again (the webhook does
+/// when a later webhook changed the pod: reinvocation).
 pub fn check(spec: &Node, metadata: &Node, mode: Mode, what: &str, notes: &mut Vec<String>) -> Result<(), InjectError> {
     let containers: Vec<&Node> = ["initContainers", "containers"]
         .iter()
@@ -21,6 +23,7 @@ pub fn check(spec: &Node, metadata: &Node, mode: Mode, what: &str, notes: &mut V
             _ => None,
         })
         .flatten()
+        .filter(|c| !matches!(c.get_str("name"), Some(SIDECAR_NAME | CAPTURE_INIT_NAME)))
         .collect();
     let capture = mode == Mode::Capture;
     for c in &containers {

@@ -5,7 +5,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::inject::json::{diff, from_json, to_json};
-use crate::inject::{Options, pod};
+use crate::inject::yaml::Node;
+use crate::inject::{Mode, Options, conflicts, pod};
 use crate::k8s::annotations;
 
 /// Answers one AdmissionReview; `Err` (HTTP 400) when it is not one.
@@ -87,7 +88,19 @@ fn admit(request: &Value, opts: &Options, namespace_enabled: bool) -> Fields {
     let mut notes = Vec::new();
     match pod::inject(&mut spec, &mut metadata, &namespace, opts, &what, &mut notes) {
         Ok(pod::Outcome::Injected | pod::Outcome::Updated) => {}
-        Ok(pod::Outcome::AlreadyInjected | pod::Outcome::Disabled) => return allowed(notes),
+        Ok(pod::Outcome::AlreadyInjected) => {
+            // Reinvocation (reinvocationPolicy: IfNeeded): a later webhook changed the pod
+            // after podns was added. Nothing to patch; say if what it added conflicts.
+            let capture = matches!(spec.get("initContainers"), Some(Node::Seq(items))
+                if items.iter().any(|c| c.get_str("name") == Some(pod::CAPTURE_INIT_NAME)));
+            let mode = if capture { Mode::Capture } else { Mode::DnsPolicy };
+            if let Err(e) = conflicts::check(&spec, &metadata, mode, &what, &mut notes) {
+                tracing::warn!("{what}: {}", e.message);
+                notes.push(format!("podns is in this pod, but: {}", e.message));
+            }
+            return allowed(notes);
+        }
+        Ok(pod::Outcome::Disabled) => return allowed(notes),
         Err(e) => {
             tracing::warn!("{what}: not injected: {}", e.message);
             notes.push(format!("podns not injected: {}", e.message));
