@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks of podns's Kubernetes deliverables: the image build, the Dockerfile, the manifests,
-the monitoring rules and the Grafana dashboard.
+the webhook install (`kubectl kustomize k8s/install...`, strict schemas, wiring, RBAC), the
+webhook's golden JSON patches (applied, then validated), the monitoring rules and the Grafana
+dashboard.
 
 There is no container engine on the CI machines, so the image is checked by what it is made of:
 the static musl build that docker/Dockerfile performs (built here, `file` says statically
