@@ -115,6 +115,12 @@ fn patches_inject_and_reinvocation_changes_nothing() {
         let init = pod["spec"]["initContainers"].as_array().expect("initContainers");
         let podns = init.iter().position(|c| c["name"] == "podns").expect("podns container");
         assert_eq!(init[podns]["restartPolicy"], "Always", "{name}");
+        if name.contains("capture") {
+            // Capture mode forwards to the pod's own resolv.conf, not the webhook's upstream.
+            let args = init[podns]["args"].to_string();
+            assert!(!args.contains("--upstream"), "{name}: {args}");
+            assert_eq!(init[0]["name"], "podns-capture-init", "{name}");
+        }
         assert_eq!(pod["metadata"]["labels"]["podns/injected"], "true", "{name}");
         let ns = review["request"]["namespace"].as_str().unwrap();
         if pod["spec"]["dnsPolicy"] == "None" && !name.contains("own-nameservers") {

@@ -76,6 +76,12 @@ pub fn inject(
     }
     let mut opts = opts.clone();
     if let Some(mode) = overrides.mode {
+        if mode == Mode::Capture && opts.mode != Mode::Capture {
+            // Switched to capture by the annotation: the run's --upstream (cluster DNS, for
+            // dns-policy pods) must not replace what the pod's own resolv.conf says, which is
+            // what capture mode forwards to. podns.io/upstream still overrides it below.
+            opts.upstream.clear();
+        }
         opts.mode = mode;
         if mode == Mode::Capture && opts.capture_image.is_empty() {
             opts.capture_image = super::capture_image_for(&opts.image)?;
