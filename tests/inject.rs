@@ -590,3 +590,15 @@ fn uninject_restores_every_golden_input() {
     }
     assert!(checked >= 20, "only {checked} cases");
 }
+
+/// An object's own metadata.namespace wins over --namespace, and stderr says so.
+#[test]
+fn namespace_flag_and_metadata_disagree() {
+    let input = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec: {containers: []}\n";
+    let out = inject(&["--upstream", "10.96.0.10", "--namespace", "web"], Some(input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("metadata.namespace `shop` differs from --namespace `web`"), "{}", stderr(&out));
+    let docs = documents(&stdout(&out));
+    let (_, spec, _) = pod_specs(&docs[0]).remove(0);
+    assert_eq!(strs(spec.path(&["dnsConfig", "searches"]))[0], "shop.svc.cluster.local");
+}

@@ -113,6 +113,15 @@ pub fn transform(doc: &mut Node, where_: &str, action: &Action, notes: &mut Vec<
         return Ok(false);
     }
     let namespace = match (&explicit_ns, action) {
+        (Some(ns), Action::Inject(opts)) if opts.namespace.as_ref().is_some_and(|flag| flag != ns) => {
+            // kubectl apply -n X refuses an object whose metadata.namespace is another one, so
+            // the object's own namespace is where it will run.
+            notes.push(format!(
+                "{what}: metadata.namespace `{ns}` differs from --namespace `{}`; the search list uses `{ns}`",
+                opts.namespace.as_deref().unwrap_or_default()
+            ));
+            ns.clone()
+        }
         (Some(ns), _) => ns.clone(),
         (None, Action::Inject(opts)) => match &opts.namespace {
             Some(ns) => ns.clone(),
