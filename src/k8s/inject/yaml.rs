@@ -131,6 +131,22 @@ impl Node {
         entries.insert(at, (Node::str(key), value));
     }
 
+    /// Removes `key` from a mapping, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Node> {
+        let Node::Map(entries) = self else { return None };
+        let at = entries.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        Some(entries.remove(at).1)
+    }
+
+    /// True for an empty mapping or sequence, or a null.
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Node::Map(e) => e.is_empty(),
+            Node::Seq(i) => i.is_empty(),
+            Node::Scalar(_) => self.is_null(),
+        }
+    }
+
     /// The mapping under `key`, created (or made from a null) when missing. `None` when the
     /// value exists and is not a mapping.
     pub fn map_entry(&mut self, key: &str, before: Option<&str>) -> Option<&mut Node> {
@@ -198,9 +214,12 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = stack
+                let mut frame = stack
                     .pop()
                     .ok_or_else(|| ParseError { line: last_line, message: "unbalanced collection".into() })?;
+                if let Node::Map(entries) = &mut frame.node {
+                    resolve_merge_keys(entries);
+                }
                 Some((frame.node, frame.anchor))
             }
             Event::Alias(id) => {
@@ -229,6 +248,36 @@ pub fn parse(text: &str) -> Result<Vec<Node>, ParseError> {
         }
     }
     Ok(docs)
+}
+
+/// Resolves YAML 1.1 merge keys (`<<: *base`, `<<: [*a, *b]`), as Kubernetes's YAML reader
+/// (go-yaml) does: the merged mappings' entries are added unless the mapping has the key itself,
+/// and of several merged mappings the first wins (<https://yaml.org/type/merge.html>). Without
+/// this, `hostNetwork: true` arriving through a merge key would be invisible to the checks.
+fn resolve_merge_keys(entries: &mut Vec<(Node, Node)>) {
+    let is_merge =
+        |k: &Node| matches!(k, Node::Scalar(Scalar { value, style: Style::Plain, tag: None }) if value == "<<");
+    if !entries.iter().any(|(k, _)| is_merge(k)) {
+        return;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) = std::mem::take(entries).into_iter().partition(|(k, _)| is_merge(k));
+    for (_, value) in merges {
+        let sources = match value {
+            Node::Map(m) => vec![m],
+            Node::Seq(items) => {
+                items.into_iter().filter_map(|i| if let Node::Map(m) = i { Some(m) } else { None }).collect()
+            }
+            Node::Scalar(_) => Vec::new(),
+        };
+        for source in sources {
+            for (k, v) in source {
+                if !own.iter().any(|(o, _)| o.as_str().is_some() && o.as_str() == k.as_str()) {
+                    own.push((k, v));
+                }
+            }
+        }
+    }
+    *entries = own;
 }
 
 struct Frame {
@@ -338,6 +387,13 @@ fn write_scalar(out: &mut String, s: &Scalar, content_col: usize, is_key: bool) 
     match s.style {
         Style::Plain | Style::Raw if is_safe_verbatim_plain(v) => out.push_str(v),
         Style::Str if is_unambiguous_plain(v) => out.push_str(v),
+        // A string podns made that has double quotes and no single ones (the JSON of
+        // podns.io/original) reads better single-quoted than with every `"` escaped.
+        Style::Str if !multiline && v.contains('"') && !v.contains('\'') && v.chars().all(is_printable) => {
+            out.push('\'');
+            out.push_str(v);
+            out.push('\'');
+        }
         Style::SingleQuoted if !multiline && v.chars().all(is_printable) => {
             out.push('\'');
             out.push_str(&v.replace('\'', "''"));
@@ -554,5 +610,15 @@ mod tests {
         spec.set("dnsPolicy", Node::str("None"), None);
         assert!(spec.map_entry("containers", None).is_none(), "a sequence is not a mapping");
         assert_eq!(emit(&node), "spec:\n  initContainers: []\n  containers: []\n  dnsPolicy: None\n");
+    }
+
+    #[test]
+    fn json_strings_are_single_quoted_and_read_back() {
+        let node = Node::map([("a", Node::str(r#"{"k":["v"],"n":null}"#)), ("b", Node::str(r#"it's "x""#))]);
+        let text = emit(&node);
+        assert_eq!(text, "a: '{\"k\":[\"v\"],\"n\":null}'\nb: \"it's \\\"x\\\"\"\n");
+        let back = parse(&text).unwrap();
+        assert_eq!(back[0].get_str("a"), node.get_str("a"));
+        assert_eq!(back[0].get_str("b"), node.get_str("b"));
     }
 }

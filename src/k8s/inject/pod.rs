@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::yaml::Node;
 use super::{InjectError, Mode, Options};
+use crate::k8s::annotations;
 
 /// Name of the sidecar container; its presence marks a pod as injected.
 pub const SIDECAR_NAME: &str = "podns";
@@ -33,14 +34,20 @@ pub const CAPTURE_UID: u32 = 15053;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Injected,
-    /// It already has a container named [`SIDECAR_NAME`].
+    /// It already has a container named [`SIDECAR_NAME`] (and `--update` was not given).
     AlreadyInjected,
+    /// It was injected, and has been re-rendered with the current settings (`--update`).
+    Updated,
+    /// Its annotation `podns.io/inject: disabled` says never.
+    Disabled,
 }
 
 /// Adds the sidecar to `spec` (a PodSpec) and points the pod's DNS at it (capture mode: adds the
 /// capture-init container instead and leaves the DNS settings alone). `metadata` is the
-/// pod's (or pod template's) metadata, where the [`LABEL`] goes. `what` names the object in
-/// messages; `notes` collects remarks for standard error.
+/// pod's (or pod template's) metadata: its `podns.io/` annotations override `opts` for this pod
+/// ([`crate::k8s::annotations`]), and the [`LABEL`] and the record of the original DNS settings
+/// ([`super::restore`]) go there. `what` names the object in messages; `notes` collects
+/// remarks (standard error for the CLI, AdmissionReview warnings for the webhook).
 pub fn inject(
     spec: &mut Node,
     metadata: &mut Node,
@@ -52,33 +59,104 @@ pub fn inject(
     if !matches!(spec, Node::Map(_)) {
         return Err(InjectError::input(format!("{what}: the pod spec is not a mapping")));
     }
+    if !matches!(metadata, Node::Map(_)) {
+        return Err(InjectError::input(format!("{what}: the pod metadata is not a mapping")));
+    }
+    let overrides = annotations::read(metadata, what)?;
+    if overrides.inject == Some(false) {
+        return Ok(Outcome::Disabled);
+    }
+    let mut updated = false;
     if has_sidecar(spec) {
-        return Ok(Outcome::AlreadyInjected);
+        if !opts.update {
+            return Ok(Outcome::AlreadyInjected);
+        }
+        super::restore::uninject(spec, metadata, what)?;
+        updated = true;
     }
+    let mut opts = opts.clone();
+    if let Some(mode) = overrides.mode {
+        if mode == Mode::Capture && opts.mode != Mode::Capture {
+            // Switched to capture by the annotation: the run's --upstream (cluster DNS, for
+            // dns-policy pods) must not replace what the pod's own resolv.conf says, which is
+            // what capture mode forwards to. podns.io/upstream still overrides it below.
+            opts.upstream.clear();
+        }
+        opts.mode = mode;
+        if mode == Mode::Capture && opts.capture_image.is_empty() {
+            opts.capture_image = super::capture_image_for(&opts.image)?;
+        }
+    }
+    let pinned_upstream = overrides.upstream.is_some();
+    if let Some(up) = overrides.upstream {
+        opts.upstream = up;
+    }
+    opts.sidecar_args = overrides.sidecar_args;
+    super::conflicts::check(spec, metadata, opts.mode, what, notes)?;
+    let original = super::restore::record(spec);
     if opts.mode == Mode::Capture {
-        return inject_capture(spec, metadata, opts, what);
+        inject_capture(spec, metadata, &opts, what)?;
+    } else {
+        inject_dns_policy(spec, metadata, namespace, &mut opts, pinned_upstream, what, notes)?;
     }
+    super::restore::save(metadata, &original, what)?;
+    Ok(if updated { Outcome::Updated } else { Outcome::Injected })
+}
+
+fn inject_dns_policy(
+    spec: &mut Node,
+    metadata: &mut Node,
+    namespace: &str,
+    opts: &mut Options,
+    pinned_upstream: bool,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), InjectError> {
     if spec.get("hostNetwork").is_some_and(Node::is_true) {
         return Err(InjectError::input(format!(
             "{what} uses hostNetwork: true; a hostNetwork pod shares the node's network namespace, where \
              127.0.0.1:53 belongs to the node (and to every other hostNetwork pod), so podns cannot \
-             serve it. Leave this workload out of podns inject."
+             serve it. Leave this workload out (annotation podns.io/inject: disabled)."
         )));
     }
     let policy = spec.get_str("dnsPolicy").unwrap_or("ClusterFirst").to_owned();
-    match policy.as_str() {
+    // The pod's own nameservers: they stay on the resolution path as podns's upstreams instead
+    // of silently dropping out of it (a resolver only falls back to a second nameserver when
+    // the first fails, and podns at 127.0.0.1 does not fail).
+    let own = match policy.as_str() {
         "ClusterFirst" | "ClusterFirstWithHostNet" => dns_cluster_first(spec, namespace, opts, what)?,
-        "None" => dns_none(spec, what, notes)?,
+        "None" => dns_none(spec, what)?,
         "Default" => {
             return Err(InjectError::input(format!(
                 "{what} sets dnsPolicy: Default, so it resolves with the node's resolv.conf, not with \
                  cluster DNS; podns forwards to cluster DNS and would change what its names resolve to. \
-                 Remove dnsPolicy: Default or leave this workload out of podns inject."
+                 Remove dnsPolicy: Default or leave this workload out (annotation podns.io/inject: disabled)."
             )));
         }
         other => {
             return Err(InjectError::input(format!("{what}: unknown dnsPolicy `{other}`")));
         }
+    };
+    if !own.is_empty() {
+        let list = own.iter().map(upstream_arg).collect::<Vec<_>>().join(", ");
+        if pinned_upstream {
+            notes.push(format!("{what}: its nameservers {list} are replaced by podns.io/upstream"));
+        } else if policy == "None" {
+            notes.push(format!("{what}: dnsPolicy None: its nameservers {list} become podns's upstreams"));
+            opts.upstream = own;
+        } else {
+            notes.push(format!("{what}: its extra nameservers {list} become podns's upstreams after cluster DNS"));
+            for up in own {
+                if !opts.upstream.contains(&up) {
+                    opts.upstream.push(up);
+                }
+            }
+        }
+    }
+    if opts.upstream.is_empty() {
+        return Err(InjectError::input(format!(
+            "{what}: no upstream for podns: give --upstream (the cluster DNS service IP) or annotation podns.io/upstream"
+        )));
     }
     spec.set("dnsPolicy", Node::str("None"), Some("dnsConfig"));
     add_sysctl(spec, what, notes)?;
@@ -88,8 +166,7 @@ pub fn inject(
     let Node::Seq(items) = init else { unreachable!("seq_entry returns a sequence") };
     // First, so that every other init container already resolves through it.
     items.insert(0, sidecar(opts));
-    set_label(metadata, what)?;
-    Ok(Outcome::Injected)
+    set_label(metadata, what)
 }
 
 fn set_label(metadata: &mut Node, what: &str) -> Result<(), InjectError> {
@@ -103,7 +180,7 @@ fn set_label(metadata: &mut Node, what: &str) -> Result<(), InjectError> {
 /// Capture mode: the pod keeps its DNS settings (kubelet's resolv.conf: cluster DNS, search
 /// list, ndots); the capture-init container redirects its port-53 traffic to the sidecar,
 /// which reads its upstream, search list and ndots from that resolv.conf.
-fn inject_capture(spec: &mut Node, metadata: &mut Node, opts: &Options, what: &str) -> Result<Outcome, InjectError> {
+fn inject_capture(spec: &mut Node, metadata: &mut Node, opts: &Options, what: &str) -> Result<(), InjectError> {
     if spec.get("hostNetwork").is_some_and(Node::is_true) {
         return Err(InjectError::input(format!(
             "{what} uses hostNetwork: true; its network namespace is the node's, so capture-init would \
@@ -133,8 +210,7 @@ fn inject_capture(spec: &mut Node, metadata: &mut Node, opts: &Options, what: &s
     // pod's own init containers, which already resolve through podns.
     items.insert(0, sidecar(opts));
     items.insert(0, capture_init(opts));
-    set_label(metadata, what)?;
-    Ok(Outcome::Injected)
+    set_label(metadata, what)
 }
 
 /// The capture-init container: `podns capture-init` from the capture image, which has the
@@ -181,7 +257,7 @@ pub fn capture_init(opts: &Options) -> Node {
     ])
 }
 
-fn has_sidecar(spec: &Node) -> bool {
+pub fn has_sidecar(spec: &Node) -> bool {
     ["initContainers", "containers"].iter().any(|list| match spec.get(list) {
         Some(Node::Seq(items)) => items.iter().any(|c| c.get_str("name") == Some(SIDECAR_NAME)),
         _ => false,
@@ -190,29 +266,20 @@ fn has_sidecar(spec: &Node) -> bool {
 
 /// What kubelet gives a ClusterFirst pod, with the nameserver replaced by podns: the cluster
 /// search list first (`<ns>.svc.<cd> svc.<cd> <cd>`), then the pod's own extra searches;
-/// `ndots:5` unless the pod sets ndots; the pod's other options; the pod's extra nameservers
-/// after podns (kubelet put them after cluster DNS). Kubelet also appends the node's own search
+/// `ndots:5` unless the pod sets ndots; the pod's other options. The pod's extra nameservers
+/// (kubelet put them after cluster DNS) are returned to become podns's upstreams. Kubelet also appends the node's own search
 /// domains, which are not known here; a pod that needs them lists them in its dnsConfig.
-fn dns_cluster_first(spec: &mut Node, namespace: &str, opts: &Options, what: &str) -> Result<(), InjectError> {
+fn dns_cluster_first(
+    spec: &mut Node,
+    namespace: &str,
+    opts: &Options,
+    what: &str,
+) -> Result<Vec<SocketAddr>, InjectError> {
     let cd = opts.cluster_domain.trim_end_matches('.');
     let config = spec
         .map_entry("dnsConfig", None)
         .ok_or_else(|| InjectError::input(format!("{what}: spec.dnsConfig is not a mapping")))?;
-
-    // New entries first; the pod's own entries keep their nodes (and so their YAML style).
-    let mut nameservers = vec![Node::str(NAMESERVER)];
-    for (text, node) in entries(config.get("nameservers"), what, "dnsConfig.nameservers")? {
-        if !nameservers.iter().any(|n| n.as_str() == Some(&text)) {
-            nameservers.push(node);
-        }
-    }
-    if nameservers.len() > 3 {
-        return Err(InjectError::input(format!(
-            "{what}: dnsConfig.nameservers has {} entries; with podns's {NAMESERVER} in front that is more \
-             than the 3 Kubernetes allows",
-            nameservers.len() - 1
-        )));
-    }
+    let own = own_nameservers(config, what)?;
 
     let mut searches: Vec<Node> =
         [format!("{namespace}.svc.{cd}"), format!("svc.{cd}"), cd.to_owned()].into_iter().map(Node::str).collect();
@@ -222,7 +289,7 @@ fn dns_cluster_first(spec: &mut Node, namespace: &str, opts: &Options, what: &st
         }
     }
 
-    config.set("nameservers", Node::Seq(nameservers), None);
+    config.set("nameservers", Node::Seq(vec![Node::str(NAMESERVER)]), None);
     config.set("searches", Node::Seq(searches), None);
     let options = config
         .seq_entry("options", None)
@@ -231,25 +298,36 @@ fn dns_cluster_first(spec: &mut Node, namespace: &str, opts: &Options, what: &st
     if !items.iter().any(|o| o.get_str("name") == Some("ndots")) {
         items.insert(0, Node::map([("name", Node::str("ndots")), ("value", Node::str("5"))]));
     }
-    Ok(())
+    Ok(own)
 }
 
 /// A dnsPolicy: None pod already says all of its DNS configuration: only the nameservers are
-/// replaced (podns forwards to --upstream instead).
-fn dns_none(spec: &mut Node, what: &str, notes: &mut Vec<String>) -> Result<(), InjectError> {
+/// replaced by podns, which forwards to them.
+fn dns_none(spec: &mut Node, what: &str) -> Result<Vec<SocketAddr>, InjectError> {
     let config = spec
         .map_entry("dnsConfig", None)
         .ok_or_else(|| InjectError::input(format!("{what}: spec.dnsConfig is not a mapping")))?;
-    let old = entries(config.get("nameservers"), what, "dnsConfig.nameservers")?;
-    let replaced: Vec<&String> = old.iter().map(|(text, _)| text).filter(|ns| *ns != NAMESERVER).collect();
-    if !replaced.is_empty() {
-        notes.push(format!(
-            "{what}: dnsPolicy None: nameservers {} replaced by {NAMESERVER}; podns forwards to --upstream",
-            replaced.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        ));
-    }
+    let own = own_nameservers(config, what)?;
     config.set("nameservers", Node::Seq(vec![Node::str(NAMESERVER)]), Some("searches"));
-    Ok(())
+    Ok(own)
+}
+
+/// The nameservers of a dnsConfig other than podns's own, as upstream addresses.
+fn own_nameservers(config: &Node, what: &str) -> Result<Vec<SocketAddr>, InjectError> {
+    let mut out = Vec::new();
+    for (text, _) in entries(config.get("nameservers"), what, "dnsConfig.nameservers")? {
+        if text == NAMESERVER {
+            continue;
+        }
+        let ip: std::net::IpAddr = text.trim().parse().map_err(|_| {
+            InjectError::input(format!("{what}: dnsConfig.nameservers entry `{text}` is not an IP address"))
+        })?;
+        let addr = SocketAddr::new(ip, 53);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    Ok(out)
 }
 
 /// The entries of an optional sequence of scalars, with their text.
@@ -318,6 +396,7 @@ pub fn sidecar(opts: &Options) -> Node {
         }
     }
     args.push(Node::str(format!("--cluster-domain={}", opts.cluster_domain)));
+    args.extend(opts.sidecar_args.iter().map(|a| Node::str(a.clone())));
     let (dns_port, uid) = if capture { (CAPTURE_PORT, CAPTURE_UID) } else { (53, UID) };
     let port = |name: &str, number: u16, proto: &str| {
         Node::map([

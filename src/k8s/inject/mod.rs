@@ -1,20 +1,27 @@
-//! `podns inject`: adds the podns sidecar to Kubernetes workload manifests.
+//! `podns inject` and `podns uninject`: add the podns sidecar to Kubernetes manifests, or
+//! remove it.
 //!
 //! Reads multi-document YAML (files or standard input) and writes every document back, each
-//! after a `---` line. Pods and the workloads that hold a pod template (Deployment,
-//! StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, and `List`s of them) get the podns native
-//! sidecar and, in the default `--mode dns-policy`, `dnsPolicy: None` with a `dnsConfig` that
-//! points the pod's resolver at 127.0.0.1; in `--mode capture` their DNS settings stay as they
-//! are and a `podns capture-init` init container redirects their DNS traffic to podns instead
-//! (see [`crate::capture`]). Every other document is copied byte for byte. A pod that already has a container
-//! named `podns` is copied unchanged too, so injecting twice changes nothing.
+//! after a `---` line. Every object that holds a pod ([`objects`]: Pods, CronJobs,
+//! PodTemplates, any kind with a `spec.template` PodTemplateSpec, and `List`s of them) gets the
+//! podns native sidecar and, in the default `--mode dns-policy`, `dnsPolicy: None` with a
+//! `dnsConfig` that points the pod's resolver at 127.0.0.1; in `--mode capture` their DNS
+//! settings stay as they are and a `podns capture-init` init container redirects their DNS
+//! traffic to podns instead (see [`crate::capture`]). The pod mutation itself is [`pod`], shared
+//! with the webhook. Every other document is copied byte for byte. A pod that already has a
+//! container named `podns` is copied unchanged too (so injecting twice changes nothing), unless
+//! `--update` asks to re-render it; `podns uninject` reverses injection ([`restore`]).
 //!
-//! Exit status: 0 on success; 2 for bad flags, input that is not YAML, and pods podns cannot
-//! serve (hostNetwork, dnsPolicy: Default); 1 when a file cannot be read or the output cannot
-//! be written. Nothing is written to standard output unless every document succeeded, so a
+//! Exit status: 0 on success; 2 for bad flags, input that is not YAML, bad `podns.io/`
+//! annotations and pods podns cannot serve (hostNetwork, dnsPolicy: Default, a conflict); 1
+//! when a file cannot be read or the output cannot be written. Nothing is written to standard output unless every document succeeded, so a
 //! failed run cannot half-apply through `podns inject ... | kubectl apply -f -`.
 
+pub mod conflicts;
+pub mod json;
+pub mod objects;
 pub mod pod;
+pub mod restore;
 pub mod yaml;
 
 use std::io::{Read, Write};
@@ -22,10 +29,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use yaml::Node;
-
-/// Image used when --image is not given: this build's version.
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/podns/podns:", env!("CARGO_PKG_VERSION"));
+/// Image used when --image is not given: the name the README's build and `kind load` steps
+/// give the image of this version (`docker build -f docker/Dockerfile -t podns:0.1.0 .`). Not a
+/// registry name: no registry publishes podns, so the default must be something the user built.
+pub const DEFAULT_IMAGE: &str = concat!("podns:", env!("CARGO_PKG_VERSION"));
 
 /// How the application's DNS traffic reaches podns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,9 +69,15 @@ pub struct InjectArgs {
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
 
-    /// Namespace for the search list of objects whose metadata.namespace is unset.
-    #[arg(long, short = 'n', default_value = "default")]
-    pub namespace: String,
+    /// Namespace the objects will run in, for the search list of those whose metadata.namespace
+    /// is unset (`helm template` output). Without it such objects get `default`, with a warning.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+
+    /// Re-render pods that are already injected with these flags (restoring their original
+    /// DNS settings first); without it they are left unchanged.
+    #[arg(long)]
+    pub update: bool,
 
     /// With --mode capture: the image of the capture-init container (podns and iptables).
     /// Default: --image with `-capture-init` appended to its tag.
@@ -84,7 +97,12 @@ pub struct Options {
     pub upstream: Vec<SocketAddr>,
     pub image: String,
     pub cluster_domain: String,
-    pub namespace: String,
+    /// `--namespace`; None: guess `default` and warn.
+    pub namespace: Option<String>,
+    /// Re-inject already injected pods.
+    pub update: bool,
+    /// More `--flag=value` arguments for the sidecar (from the pod's annotations).
+    pub sidecar_args: Vec<String>,
     /// The capture-init image (used with [`Mode::Capture`]).
     pub capture_image: String,
     /// Capture IPv6 DNS too (with [`Mode::Capture`]).
@@ -122,31 +140,60 @@ pub struct Injected {
 
 /// Runs `podns inject`.
 pub fn run(args: InjectArgs) -> ExitCode {
-    let result = options(&args).and_then(|opts| {
+    match options(&args) {
+        Ok(opts) => run_streams(&args.files, "inject", &Action::Inject(&opts)),
+        Err(e) => {
+            eprintln!("podns inject: {e}");
+            ExitCode::from(e.status)
+        }
+    }
+}
+
+/// Arguments of `podns uninject`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UninjectArgs {
+    /// Manifests to read, multi-document YAML; none or `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs `podns uninject`: removes podns from injected pods and restores their DNS settings.
+pub fn run_uninject(args: UninjectArgs) -> ExitCode {
+    run_streams(&args.files, "uninject", &Action::Uninject)
+}
+
+/// What to do to each pod of a stream.
+pub enum Action<'a> {
+    Inject(&'a Options),
+    Uninject,
+}
+
+fn run_streams(files: &[PathBuf], command: &str, action: &Action) -> ExitCode {
+    let result = (|| {
         let mut all = Injected::default();
-        for (name, text) in read_inputs(&args.files)? {
-            let one = inject_stream(&text, &name, &opts)?;
+        for (name, text) in read_inputs(files)? {
+            let one = transform_stream(&text, &name, action)?;
             all.text.push_str(&one.text);
             all.notes.extend(one.notes);
         }
-        Ok(all)
-    });
+        Ok::<_, InjectError>(all)
+    })();
     match result {
         Ok(out) => {
             for note in &out.notes {
-                eprintln!("podns inject: {note}");
+                eprintln!("podns {command}: {note}");
             }
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(out.text.as_bytes()).and_then(|()| stdout.flush()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("podns inject: writing the output: {e}");
+                    eprintln!("podns {command}: writing the output: {e}");
                     ExitCode::from(1)
                 }
             }
         }
         Err(e) => {
-            eprintln!("podns inject: {e}");
+            eprintln!("podns {command}: {e}");
             ExitCode::from(e.status)
         }
     }
@@ -167,8 +214,10 @@ pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
     if !is_dns_name(&cluster_domain) {
         return Err(InjectError::input(format!("--cluster-domain `{}` is not a DNS name", args.cluster_domain)));
     }
-    if !is_dns_label(&args.namespace) {
-        return Err(InjectError::input(format!("--namespace `{}` is not a Kubernetes namespace name", args.namespace)));
+    if let Some(ns) = &args.namespace
+        && !is_dns_label(ns)
+    {
+        return Err(InjectError::input(format!("--namespace `{ns}` is not a Kubernetes namespace name")));
     }
     if !is_image_ref(&args.image) {
         return Err(InjectError::input(format!("--image `{}` is not an image reference", args.image)));
@@ -187,6 +236,8 @@ pub fn options(args: &InjectArgs) -> Result<Options, InjectError> {
         image: args.image.clone(),
         cluster_domain,
         namespace: args.namespace.clone(),
+        update: args.update,
+        sidecar_args: Vec::new(),
         capture_image,
         capture_ipv6: args.capture_ipv6,
     })
@@ -211,7 +262,7 @@ pub fn capture_image_for(image: &str) -> Result<String, InjectError> {
 }
 
 /// An RFC 1123 label: what Kubernetes accepts as a namespace name.
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -288,6 +339,11 @@ fn split_documents(text: &str) -> Vec<Piece<'_>> {
 
 /// Injects every workload of one stream; `name` names it in messages.
 pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected, InjectError> {
+    transform_stream(text, name, &Action::Inject(opts))
+}
+
+/// Applies `action` to every workload of one stream.
+pub fn transform_stream(text: &str, name: &str, action: &Action) -> Result<Injected, InjectError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Injected::default();
     let mut index = 0;
@@ -310,7 +366,7 @@ pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected,
         let where_ = format!("document {index} of {name}");
         let changed = match docs.as_mut_slice() {
             [] => false,
-            [doc] => inject_object(doc, &where_, opts, &mut out.notes)?,
+            [doc] => objects::transform(doc, &where_, action, &mut out.notes)?,
             _ => {
                 return Err(InjectError::input(format!("{name}: line {}: more than one document", piece.first_line)));
             }
@@ -329,78 +385,6 @@ pub fn inject_stream(text: &str, name: &str, opts: &Options) -> Result<Injected,
         }
     }
     Ok(out)
-}
-
-/// The API versions of the kinds that hold a pod spec, and the path to it.
-fn pod_paths(api_version: &str, kind: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
-    const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
-    const TEMPLATE_META: &[&str] = &["spec", "template", "metadata"];
-    match (api_version, kind) {
-        ("v1", "Pod") => Some((&["spec"], &["metadata"])),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch/v1", "Job") => {
-            Some((TEMPLATE_SPEC, TEMPLATE_META))
-        }
-        ("batch/v1", "CronJob") => Some((
-            &["spec", "jobTemplate", "spec", "template", "spec"],
-            &["spec", "jobTemplate", "spec", "template", "metadata"],
-        )),
-        _ => None,
-    }
-}
-
-const WORKLOAD_KINDS: [&str; 7] = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"];
-
-/// Injects one object (or the items of a List); true when it changed.
-fn inject_object(doc: &mut Node, where_: &str, opts: &Options, notes: &mut Vec<String>) -> Result<bool, InjectError> {
-    let kind = doc.get_str("kind").unwrap_or_default().to_owned();
-    let api_version = doc.get_str("apiVersion").unwrap_or_default().to_owned();
-    if api_version == "v1" && kind == "List" {
-        let Some(Node::Seq(items)) = doc.get_mut("items") else {
-            return Ok(false);
-        };
-        let mut changed = false;
-        for (i, item) in items.iter_mut().enumerate() {
-            changed |= inject_object(item, &format!("item {} of {where_}", i + 1), opts, notes)?;
-        }
-        return Ok(changed);
-    }
-    let namespace = doc.path(&["metadata", "namespace"]).and_then(Node::as_str).unwrap_or(&opts.namespace).to_owned();
-    let name = doc.path(&["metadata", "name"]).and_then(Node::as_str).unwrap_or("(unnamed)").to_owned();
-    let what = format!("{kind} {namespace}/{name} ({where_})");
-    let Some((spec_path, meta_path)) = pod_paths(&api_version, &kind) else {
-        if WORKLOAD_KINDS.contains(&kind.as_str()) {
-            notes.push(format!("{what}: apiVersion `{api_version}` is not one podns inject knows; left unchanged"));
-        }
-        return Ok(false);
-    };
-    // The metadata mapping of the pod template, created when missing.
-    let (meta_parent, meta_key) = meta_path.split_at(meta_path.len() - 1);
-    let spec_missing = doc.path(spec_path).is_none();
-    if spec_missing {
-        return Err(InjectError::input(format!("{what} has no {}", spec_path.join("."))));
-    }
-    let parent = doc
-        .path_mut(meta_parent)
-        .ok_or_else(|| InjectError::input(format!("{what} has no {}", meta_parent.join("."))))?;
-    let mut metadata = match parent.get(meta_key[0]) {
-        Some(m) if !m.is_null() => m.clone(),
-        _ => Node::Map(Vec::new()),
-    };
-    let mut spec = doc.path(spec_path).cloned().unwrap_or(Node::Map(Vec::new()));
-    let outcome = pod::inject(&mut spec, &mut metadata, &namespace, opts, &what, notes)?;
-    if outcome == pod::Outcome::AlreadyInjected {
-        notes.push(format!("{what} already has a `{}` container; left unchanged", pod::SIDECAR_NAME));
-        return Ok(false);
-    }
-    let (spec_parent, spec_key) = spec_path.split_at(spec_path.len() - 1);
-    if let Some(p) = doc.path_mut(spec_parent) {
-        p.set(spec_key[0], spec, None);
-    }
-    if let Some(p) = doc.path_mut(meta_parent) {
-        // A pod template's metadata goes before its spec; a Pod's is already there.
-        p.set(meta_key[0], metadata, Some("spec"));
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
