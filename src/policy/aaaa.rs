@@ -5,9 +5,9 @@
 //! retries until its timeout. podns answers such an AAAA from what the A query for the same
 //! name says: A exists → NODATA (cacheable, via a synthesized SOA); A is NXDOMAIN → NXDOMAIN (a
 //! NODATA would end musl's search walk early and hide the name under a later search domain);
-//! A failed too → a short NODATA (5 s) when the upstream answered that failure, which leaves every
-//! stub to its A answer and keeps c-ares before 1.16 walking instead of failing on a SERVFAIL;
-//! SERVFAIL when A got no answer at all (see [`AaaaPolicy::verdict`]). The same machinery serves every type in
+//! A failed too → SERVFAIL, honestly, except for the bare form of a cluster name that the
+//! upstream refuses (an air-gapped cluster): a short NODATA there keeps c-ares before 1.16
+//! walking instead of failing (see [`AaaaPolicy::verdict`]). The same machinery serves every type in
 //! `--synthesize-types` (HTTPS and SVCB are the natural candidates).
 //!
 //! Pure decisions only: the handler does the lookups and passes in their outcomes.
@@ -76,11 +76,15 @@ pub enum AOutcome {
     /// NOERROR (with or without addresses: the name exists).
     Exists,
     NxDomain,
-    /// The upstream answered, with SERVFAIL, REFUSED or another error: it is up, and fails
-    /// this name.
-    Refused,
-    /// No answer (or none that could be read): the upstream may be down.
-    Silent,
+    /// The upstream answered with SERVFAIL, REFUSED or another error, for the bare form of a
+    /// cluster name (`kubernetes.default.`: its last label is a namespace), the last candidate
+    /// of a stub's walk: the upstream is up and does not serve such names (an air-gapped
+    /// cluster, systemd-resolved), and the name itself has been found, or not, under a search
+    /// domain already.
+    Remnant,
+    /// Any other failure: no answer (the upstream may be down), or a failure for a name that may
+    /// exist outside the cluster.
+    Failed,
 }
 
 impl AOutcome {
@@ -89,7 +93,7 @@ impl AOutcome {
         match rc {
             rcode::NOERROR => AOutcome::Exists,
             rcode::NXDOMAIN => AOutcome::NxDomain,
-            _ => AOutcome::Refused,
+            _ => AOutcome::Failed,
         }
     }
 }
@@ -193,9 +197,8 @@ impl AaaaPolicy {
         match (a, reason) {
             (AOutcome::Exists, _) => Verdict::NoData { ttl },
             (AOutcome::NxDomain, _) => Verdict::NxDomain { ttl },
-            // The upstream answered A with a failure too (it is up, and fails or refuses this
-            // name: systemd-resolved with single-label names, an air-gapped cluster): a short
-            // NODATA, not SERVFAIL. For every stub an AAAA NODATA
+            // The bare form of a cluster name that the upstream refuses: a short NODATA, not
+            // SERVFAIL. For every stub an AAAA NODATA
             // leaves the lookup to its A answer, which is what it makes of an AAAA timeout too;
             // but c-ares before 1.16 walks the whole search list for AAAA first, and a SERVFAIL
             // ends that walk in failure (it retries, then reports ECONNREFUSED), where a NODATA
@@ -203,13 +206,13 @@ impl AaaaPolicy {
             // ares_gethostbyname.c and ares_search.c 1.13). glibc, musl, c-ares ≥ 1.16, Go and
             // hickory fail or go on on the A query's own failure whatever AAAA says. Short, so
             // that a name whose upstream recovers gets its AAAA back soon.
-            (AOutcome::Refused, _) => Verdict::NoData { ttl: TIMEOUT_TTL.min(ttl) },
-            // No answer for A either (cluster DNS may be down): SERVFAIL, honestly. A NODATA
-            // would turn glibc's "try again" (EAI_AGAIN) into "no such name" (its `got_nodata`),
-            // which applications and caches keep. (c-ares before 1.16 alone would fall back to A
-            // on an AAAA timeout; through podns it fails on this SERVFAIL: the price of telling
-            // every other stub the truth about an outage.)
-            (AOutcome::Silent, _) => Verdict::ServFail,
+            (AOutcome::Remnant, _) => Verdict::NoData { ttl: TIMEOUT_TTL.min(ttl) },
+            // Any other failure of A too (cluster DNS or its upstream may be down): SERVFAIL,
+            // honestly. A NODATA would turn glibc's "try again" (EAI_AGAIN) into "no such name"
+            // (its `got_nodata`), which applications and caches keep. (c-ares before 1.16 alone
+            // would fall back to A on an AAAA timeout; through podns it fails on this SERVFAIL:
+            // the price of telling every other stub the truth about an outage.)
+            (AOutcome::Failed, _) => Verdict::ServFail,
         }
     }
 }
@@ -291,17 +294,17 @@ mod tests {
             (AOutcome::NxDomain, Reason::Servfail, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::NoIpv6, Verdict::NxDomain { ttl: 30 }),
             (AOutcome::NxDomain, Reason::Timeout, Verdict::NxDomain { ttl: TIMEOUT_TTL }),
-            (AOutcome::Refused, Reason::Servfail, Verdict::NoData { ttl: TIMEOUT_TTL }),
-            (AOutcome::Refused, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
-            (AOutcome::Refused, Reason::Rule, Verdict::NoData { ttl: TIMEOUT_TTL }),
-            (AOutcome::Silent, Reason::Servfail, Verdict::ServFail),
-            (AOutcome::Silent, Reason::Timeout, Verdict::ServFail),
+            (AOutcome::Remnant, Reason::Servfail, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Remnant, Reason::Timeout, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Remnant, Reason::Rule, Verdict::NoData { ttl: TIMEOUT_TTL }),
+            (AOutcome::Failed, Reason::Servfail, Verdict::ServFail),
+            (AOutcome::Failed, Reason::Timeout, Verdict::ServFail),
         ] {
             assert_eq!(p.verdict(a, reason), want, "{a:?} {reason:?}");
         }
         assert_eq!(AOutcome::from_rcode(rcode::NOERROR), AOutcome::Exists);
         assert_eq!(AOutcome::from_rcode(rcode::NXDOMAIN), AOutcome::NxDomain);
-        assert_eq!(AOutcome::from_rcode(rcode::SERVFAIL), AOutcome::Refused);
-        assert_eq!(AOutcome::from_rcode(rcode::REFUSED), AOutcome::Refused);
+        assert_eq!(AOutcome::from_rcode(rcode::SERVFAIL), AOutcome::Failed);
+        assert_eq!(AOutcome::from_rcode(rcode::REFUSED), AOutcome::Failed);
     }
 }

@@ -332,7 +332,7 @@ fn is_wildcard(label: &[u8]) -> bool {
 
 /// RFC 1123 label as Kubernetes validates namespace and service names (`IsDNS1123Label`), any
 /// letter case: 1-63 of `[a-z0-9-]`, starting and ending with a letter or digit.
-fn is_dns1123_label(l: &[u8]) -> bool {
+pub fn is_dns1123_label(l: &[u8]) -> bool {
     match (l.first(), l.last()) {
         (Some(f), Some(z)) => {
             l.len() <= 63

@@ -127,10 +127,12 @@ impl Handler {
     pub(super) async fn denial_from_a(&self, name: &[u8], qtype: u16, flags: u8, reason: Reason) -> Option<(u16, u32)> {
         let a = match self.resolver.lookup(name, rtype::A, flags).await {
             Ok(Resolved { reply, .. }) => {
-                Header::parse(&reply).map_or(AOutcome::Silent, |h| AOutcome::from_rcode(h.rcode()))
+                Header::parse(&reply).map_or(AOutcome::Failed, |h| AOutcome::from_rcode(h.rcode()))
             }
-            Err(ResolveError::Exhausted(UpstreamError::Rcode(..))) => AOutcome::Refused,
-            Err(_) => AOutcome::Silent,
+            Err(ResolveError::Exhausted(UpstreamError::Rcode(..))) if self.cluster_remnant(name).await => {
+                AOutcome::Remnant
+            }
+            Err(_) => AOutcome::Failed,
         };
         let denial = match self.aaaa.verdict(a, reason) {
             Verdict::NoData { ttl } => (rcode::NOERROR, ttl),
@@ -139,6 +141,25 @@ impl Handler {
         };
         self.metrics.synthesized(qtype, reason);
         Some(denial)
+    }
+
+    /// Whether `name` (two labels or more) is the bare form of a cluster name, the last candidate
+    /// of a stub's search walk: its last label is the pod's namespace, or a namespace or service
+    /// the collapse's probes found (`kubernetes.default.`, `db-0.db.lab.`). A name whose last
+    /// label is anything else may exist outside the cluster.
+    async fn cluster_remnant(&self, name: &[u8]) -> bool {
+        let Some(c) = &self.collapse else { return false };
+        let Some(last) = crate::wire::labels(name).last() else { return false };
+        if crate::wire::labels(name).count() < 2 || !crate::policy::search::is_dns1123_label(last) {
+            return false;
+        }
+        let ours = c.cfg.namespace().and_then(|ns| crate::wire::labels(ns.wire()).next());
+        if ours.is_some_and(|ns| ns.eq_ignore_ascii_case(last)) {
+            return true;
+        }
+        let wait = self.resolver.upstreams.attempt_timeout() / 2;
+        let probe = tokio::time::timeout(wait, c.tld_may_exist(&self.resolver, last));
+        probe.await.is_ok_and(|(exists, _)| exists == Some(true))
     }
 
     /// Answers a query of a synthesized type from the A outcome for its name, and caches the

@@ -76,7 +76,7 @@ impl Collapse {
     /// Whether a cluster name ending in `.<tld>` could exist: `tld` is a namespace, or a service
     /// in our namespace. `None` when the probes failed (then nothing is assumed). Also returns
     /// how many probe queries went upstream.
-    async fn tld_may_exist(&self, resolver: &Arc<Resolver>, tld: &[u8]) -> (Option<bool>, u64) {
+    pub(super) async fn tld_may_exist(&self, resolver: &Arc<Resolver>, tld: &[u8]) -> (Option<bool>, u64) {
         let lower: Box<[u8]> = tld.to_ascii_lowercase().into_boxed_slice();
         let now = Instant::now();
         if let Some(&(v, at)) = self.probes.lock().unwrap_or_else(|p| p.into_inner()).get(&lower)
@@ -111,7 +111,12 @@ impl Collapse {
             }
         };
         let ((ns, ns_up), (svc, svc_up)) = tokio::join!(ns_fut, svc_fut);
-        let Some(v) = ns.zip(svc).map(|(ns, svc)| ns || svc) else { return (None, ns_up + svc_up) };
+        // One probe that finds the label is enough; both must rule it out.
+        let v = match (ns, svc) {
+            (Some(true), _) | (_, Some(true)) => true,
+            (Some(false), Some(false)) => false,
+            _ => return (None, ns_up + svc_up),
+        };
         self.probes.lock().unwrap_or_else(|p| p.into_inner()).insert(lower, (v, now));
         (Some(v), ns_up + svc_up)
     }

@@ -127,6 +127,9 @@ struct World {
     airgap: bool,
     /// A failing AAAA answered NODATA (see [`World::as_podns_answers`]).
     aaaa_as_nodata: bool,
+    /// A CNAME whose chain ends without addresses answers as NODATA (see
+    /// [`World::as_podns_chooses`]).
+    cname_needs_data: bool,
 }
 
 fn content() -> impl Strategy<Value = Content> {
@@ -196,6 +199,7 @@ fn world() -> impl Strategy<Value = World> {
                     resolved,
                     airgap,
                     aaaa_as_nodata: false,
+                    cname_needs_data: false,
                 }
             },
         )
@@ -221,9 +225,17 @@ fn records_of(owner: &str, d: Content, qtype: u16, world: &World) -> Vec<Record>
         (Content::V4 | Content::Dual, rtype::A) => vec![rec(false)],
         (Content::V6 | Content::Dual, rtype::AAAA) => vec![rec(true)],
         (Content::Cname, _) => {
+            let end = records_of(CNAME_TARGET, world.public[CNAME_TARGET], qtype, world);
+            let other = if qtype == rtype::A { rtype::AAAA } else { rtype::A };
+            if world.cname_needs_data
+                && end.is_empty()
+                && records_of(CNAME_TARGET, world.public[CNAME_TARGET], other, world).is_empty()
+            {
+                return vec![];
+            }
             let mut v =
                 vec![Record { owner: owner.to_string(), rtype: rtype::CNAME, data: RData::Name(CNAME_TARGET.into()) }];
-            v.extend(records_of(CNAME_TARGET, world.public[CNAME_TARGET], qtype, world));
+            v.extend(end);
             v
         }
         _ => vec![],
@@ -298,6 +310,27 @@ impl World {
         World { aaaa_as_nodata: true, ..self.clone() }
     }
 
+    /// The same world where a candidate counts only with addresses, as the collapse judges one
+    /// (SEARCH_RULES.md §6): glibc stops at a CNAME whose chain ends without an address, podns
+    /// passes it like a NODATA.
+    fn as_podns_chooses(&self) -> World {
+        World { cname_needs_data: true, ..self.clone() }
+    }
+
+    /// Whether `name` is the bare form of a cluster name as podns judges it: two labels or more,
+    /// the last one the pod's namespace, another namespace, or a service of the pod's namespace.
+    fn cluster_remnant(&self, name: &str) -> bool {
+        let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+        let last = labels[labels.len() - 1];
+        // podns knows the pod's namespace; others from its probes, which must have answered.
+        let answered = |probe: String| matches!(self.fault(&probe, rtype::A), Fault::None | Fault::Tc);
+        let namespace =
+            self.namespaces.contains(&last) && (last == "default" || answered(format!("{last}.svc.{CLUSTER}")));
+        let service = self.services.iter().any(|(s, ns, _)| *s == last && *ns == "default")
+            && answered(format!("{last}.default.svc.{CLUSTER}"));
+        labels.len() >= 2 && !name.ends_with(CLUSTER) && (namespace || service)
+    }
+
     /// The upstream's reply to one query.
     fn reply(&self, name: &str, qtype: u16, tcp: bool) -> Reply {
         let tc = Reply::Msg { rcode: 0, tc: true, answers: vec![] };
@@ -316,8 +349,11 @@ impl World {
             // (policy/aaaa.rs).
             let rcode = match (qtype, self.fault(name, rtype::A)) {
                 (rtype::AAAA, Fault::Timeout) => 2,
-                // A truncated NOERROR says the name exists, like a SERVFAIL says the upstream is up.
-                (rtype::AAAA, Fault::Servfail | Fault::Refused | Fault::TcNoTcp) => 0,
+                // A truncated NOERROR says the name exists.
+                (rtype::AAAA, Fault::TcNoTcp) => 0,
+                // The bare form of a cluster name that the upstream refuses.
+                (rtype::AAAA, Fault::Servfail | Fault::Refused) if self.cluster_remnant(name) => 0,
+                (rtype::AAAA, Fault::Servfail | Fault::Refused) => 2,
                 (rtype::AAAA, _) if self.data(name) == Content::NxDomain => 3,
                 (rtype::AAAA, _) => 0,
                 _ => 2,
@@ -587,8 +623,14 @@ proptest! {
                 let servfailing = walks(Stub::Glibc, &world.failing_as_servfail()).direct;
                 let podns_view = walks(stub, &world.as_podns_answers()).direct;
                 let part_of = |w: &stubs::Walk| got.is_some_and(|g| addresses(&w.outcome).is_some_and(|d| g.is_subset(d)));
-                let part_of_designated =
-                    part_of(&reference) || part_of(&glibc) || part_of(&servfailing) || part_of(&podns_view);
+                let chosen = walks(Stub::Glibc, &healthy.as_podns_chooses()).direct;
+                let chosen_failing = walks(Stub::Glibc, &world.failing_as_servfail().as_podns_chooses()).direct;
+                let part_of_designated = part_of(&reference)
+                    || part_of(&glibc)
+                    || part_of(&servfailing)
+                    || part_of(&podns_view)
+                    || part_of(&chosen)
+                    || part_of(&chosen_failing);
                 // Or exactly what the stub gets from an upstream that answers failures the way
                 // podns answers them (SERVFAIL, NODATA for AAAA): a silence that made glibc skip
                 // the rest of its search list (`done` in `__res_context_search`) becomes a
@@ -602,11 +644,13 @@ proptest! {
                     stub.name(), found, via.outcome, reference.outcome, world, direct.queries, via.queries, log, seen_direct, seen_via
                 );
             }
-            // Nothing failed on the direct walk: podns costs no more queries than the walk.
+            // Nothing failed, on the direct walk or for podns: podns costs no more queries than
+            // the walk.
             // Something did: podns still never repeats itself — one question reaches the upstream
             // at most twice per transport (a retry after silence), however often the client
             // asks (the failure memo answers the client's own retries).
-            let clean = seen_direct.iter().all(|(_, r)| matches!(r, Reply::Msg { rcode: 0 | 3, tc: false, .. }));
+            let clean = seen_direct.iter().all(|(_, r)| matches!(r, Reply::Msg { rcode: 0 | 3, tc: false, .. }))
+                && log.iter().all(|q| q.3 == 0 || q.3 == 3);
             prop_assert!(
                 !clean || upstream <= direct.queries.len(),
                 "{}: {} upstream queries through podns, {} without\nworld: {:#?}\ndirect: {:?}\nvia: {:?}\npodns asked: {:?}",
