@@ -152,21 +152,38 @@ async fn aaaa_servfail_for_a_missing_name_becomes_nxdomain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aaaa_and_a_both_answered_servfail_is_short_nodata() {
-    // The upstream is up and fails the name (systemd-resolved, an air-gapped cluster): a 5 s
-    // NODATA leaves the lookup to its A answer, and keeps c-ares < 1.16's AAAA walk going where a
-    // SERVFAIL would end it in failure (issue 10).
+async fn aaaa_and_a_both_servfail_is_servfail() {
+    // The name may exist outside the cluster and its upstream may be down: SERVFAIL, honestly
+    // (a NODATA would turn glibc's EAI_AGAIN into EAI_NONAME).
     let up = Upstream::start();
     up.on_name("broken.example.com", Action::Rcode(ResponseCode::ServFail));
     let podns = podns_for(&up).start().await;
-    let before = synthesized(&podns, "AAAA", "servfail").await;
-    let q = query("broken.example.com", RecordType::AAAA);
-    let (raw, reply) = ask(&podns, &q).await;
-    assert_synth_nodata(&q, &raw, &reply, 5);
+    let (_, reply) = ask(&podns, &query("broken.example.com", RecordType::AAAA)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "{reply}");
+    assert!(reply.answers.is_empty() && reply.authorities.is_empty(), "{reply}");
     assert!(
         up.received_for("broken.example.com").iter().any(|r| r.qtype == RecordType::A),
         "the A outcome was looked up"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_cluster_name_the_upstream_refuses_gets_short_nodata_for_aaaa() {
+    // An air-gapped cluster answers SERVFAIL for `kubernetes.default.`, the last candidate of the
+    // walk for `kubernetes.default`: c-ares < 1.16 walks every candidate for AAAA first and
+    // fails on that SERVFAIL although the service's A exists; a 5 s NODATA lets it fall back to
+    // its A walk (issue 10). `default` is the pod's namespace (from the search list).
+    let up = Upstream::start();
+    up.on_name("kubernetes.default", Action::Rcode(ResponseCode::ServFail));
+    let resolv = TempFile::new(
+        "resolv.conf",
+        "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+    );
+    let podns = PodnsBuilder::new().upstream(up.addr).arg("--resolv-conf", resolv.path_str()).start().await;
+    let before = synthesized(&podns, "AAAA", "servfail").await;
+    let q = query("kubernetes.default", RecordType::AAAA);
+    let (raw, reply) = ask(&podns, &q).await;
+    assert_synth_nodata(&q, &raw, &reply, 5);
     podns
         .wait_metric(
             "podns_synthesized_total",
@@ -175,6 +192,8 @@ async fn aaaa_and_a_both_answered_servfail_is_short_nodata() {
             REPLY_TIMEOUT,
         )
         .await;
+    let (_, a) = ask(&podns, &query("kubernetes.default", RecordType::A)).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::ServFail, "A keeps its failure: {a}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
