@@ -662,3 +662,46 @@ proptest! {
         }
     }
 }
+
+/// Issue 15, row 10: whatever the policies do (the AAAA handling asks for A after the AAAA
+/// failed, the collapse asks its probes and candidates), a client query is answered within
+/// `--query-timeout` (2 s here) when the upstream is silent. Measured on the paused clock, so the
+/// bound is exact and nothing waits.
+#[test]
+fn silent_upstream_every_query_answered_within_the_query_budget() {
+    let world = World {
+        lookup: "pypi.org",
+        search: KUBELET_SEARCH.iter().map(|s| s.to_string()).collect(),
+        ndots: 5,
+        namespaces: vec!["default"],
+        services: vec![],
+        public: PUBLIC.iter().map(|&n| (n, Content::Dual)).collect(),
+        zones: HashMap::new(),
+        faults: vec![Fault::Timeout],
+        aaaa_fault: Fault::None,
+        resolved: false,
+        airgap: false,
+        aaaa_as_nodata: false,
+        cname_needs_data: false,
+    };
+    let script = Arc::new(Scripted {
+        world: world.clone(),
+        probes: BTreeSet::new(),
+        queries: AtomicUsize::new(0),
+        log: Mutex::new(Vec::new()),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+    let handler = rt.block_on(async { podns(&world, script) });
+    for (i, name) in ["pypi.org.default.svc.cluster.local.", "pypi.org.", "db."].into_iter().enumerate() {
+        // AAAA first: its failure makes the AAAA handling ask A afterwards, the longest path.
+        for qtype in [rtype::AAAA, rtype::A] {
+            let q = Query { name: name.into(), qtype, tcp: false };
+            let (reply, took) = rt.block_on(async {
+                let started = tokio::time::Instant::now();
+                (ask_podns(&handler, &q, i as u16 * 2 + qtype % 2).await, started.elapsed())
+            });
+            assert!(took <= Duration::from_secs(2), "{name} {qtype}: answered after {took:?}");
+            assert!(matches!(reply, Reply::Msg { rcode: 2, .. }), "{name} {qtype}: SERVFAIL, honestly: {reply:?}");
+        }
+    }
+}
