@@ -13,6 +13,16 @@
 //! -A OUTPUT -p udp --dport 53 -j PODNS_OUTPUT
 //! -A OUTPUT -p tcp --dport 53 -j PODNS_OUTPUT
 //! COMMIT
+//! *raw
+//! :PODNS_ZONE_OUT - [0:0]
+//! :PODNS_ZONE_IN - [0:0]
+//! -A PODNS_ZONE_OUT -m owner --uid-owner 65532 -j CT --zone 1
+//! -A PODNS_ZONE_IN -j CT --zone 1
+//! -A OUTPUT -p udp --dport 53 -j PODNS_ZONE_OUT
+//! -A OUTPUT -p tcp --dport 53 -j PODNS_ZONE_OUT
+//! -A PREROUTING -p udp --sport 53 -j PODNS_ZONE_IN
+//! -A PREROUTING -p tcp --sport 53 -j PODNS_ZONE_IN
+//! COMMIT
 //! ```
 //!
 //! - Packets that podns's own UID sends (its upstream queries to cluster DNS) return to OUTPUT
@@ -21,6 +31,12 @@
 //!   locally generated packet rewrites its destination to 127.0.0.1 (IPv4) or ::1 (IPv6) and the
 //!   given port, so podns listens on `127.0.0.1:PORT` (and `[::1]:PORT` with IPv6 rules).
 //! - podns's own listener port is not 53, so nothing sent to podns matches the jump.
+//! - podns's own flows to cluster DNS, and their replies (source port 53), are tracked in
+//!   conntrack zone 1, apart from the application's. NAT applies to the first packet of a flow
+//!   only: without the zone, an application's query that leaves from a source port podns used
+//!   for one of its upstream queries in the last minute or two matches podns's (unNATed)
+//!   conntrack entry and goes to cluster DNS directly, bypassing podns (seen in the pod lab).
+//!   Istio separates its DNS proxy's flows the same way (`CT --zone` in the raw table).
 //!
 //! Applying pipes the ruleset into `iptables-restore --noflush` (and `ip6tables-restore`):
 //! the other tables and chains are left alone, declaring `PODNS_OUTPUT` empties it, and the two
@@ -38,6 +54,12 @@ use std::process::{Command, ExitCode, Stdio};
 
 /// The chain podns owns in the nat table.
 pub const CHAIN: &str = "PODNS_OUTPUT";
+/// The chains podns owns in the raw table: its own queries, and the replies to them, in
+/// conntrack zone [`ZONE`].
+pub const ZONE_OUT: &str = "PODNS_ZONE_OUT";
+pub const ZONE_IN: &str = "PODNS_ZONE_IN";
+/// The conntrack zone of podns's own flows.
+pub const ZONE: u16 = 1;
 /// Default local port podns listens on in capture mode.
 pub const DEFAULT_PORT: u16 = 15053;
 /// Default UID whose traffic is not redirected: the image's user.
@@ -127,38 +149,66 @@ pub fn jump_rule(proto: &str) -> String {
     format!("-A OUTPUT -p {proto} --dport 53 -j {CHAIN}")
 }
 
-/// Protocols whose jump from OUTPUT to [`CHAIN`] is in `save` (the output of `iptables-save -t
-/// nat`, which spells a rule `-A OUTPUT -p udp -m udp --dport 53 -j PODNS_OUTPUT`), with how
-/// often it is there.
-pub fn jumps_in(save: &str) -> Vec<(&'static str, usize)> {
-    PROTOS
-        .iter()
-        .map(|&proto| {
-            let count = nat_rules(save)
-                .filter(|words| {
-                    words.first() == Some(&"-A")
-                        && words.get(1) == Some(&"OUTPUT")
-                        && words.windows(2).any(|w| w == ["-j", CHAIN])
-                        && words.windows(2).any(|w| w == ["-p", proto])
-                        && words.windows(2).any(|w| w == ["--dport", "53"])
-                })
-                .count();
-            (proto, count)
-        })
-        .collect()
+/// A jump podns adds to a built-in chain: table, hook chain, port flag, target chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jump {
+    pub table: &'static str,
+    pub hook: &'static str,
+    pub port_flag: &'static str,
+    pub target: &'static str,
 }
 
-/// The rule lines of the nat table in an `iptables-save` text, as words (packet counters of
+/// Every jump podns adds, per protocol: to the redirects (nat), and into its conntrack zone
+/// (raw: its queries on the way out, their replies on the way in).
+pub const JUMPS: [Jump; 3] = [
+    Jump { table: "nat", hook: "OUTPUT", port_flag: "--dport", target: CHAIN },
+    Jump { table: "raw", hook: "OUTPUT", port_flag: "--dport", target: ZONE_OUT },
+    Jump { table: "raw", hook: "PREROUTING", port_flag: "--sport", target: ZONE_IN },
+];
+
+impl Jump {
+    /// The rule for one protocol.
+    pub fn rule(&self, proto: &str) -> String {
+        format!("-A {} -p {proto} {} 53 -j {}", self.hook, self.port_flag, self.target)
+    }
+
+    /// How often this jump is in `save` (the output of `iptables-save`, which spells a rule
+    /// `-A OUTPUT -p udp -m udp --dport 53 -j PODNS_OUTPUT`) for each protocol.
+    pub fn count_in(&self, save: &str) -> Vec<(&'static str, usize)> {
+        PROTOS
+            .iter()
+            .map(|&proto| {
+                let count = table_rules(save, self.table)
+                    .filter(|words| {
+                        words.first() == Some(&"-A")
+                            && words.get(1) == Some(&self.hook)
+                            && words.windows(2).any(|w| w == ["-j", self.target])
+                            && words.windows(2).any(|w| w == ["-p", proto])
+                            && words.windows(2).any(|w| w == [self.port_flag, "53"])
+                    })
+                    .count();
+                (proto, count)
+            })
+            .collect()
+    }
+}
+
+/// Protocols whose jump from OUTPUT to [`CHAIN`] is in `save`, with how often it is there.
+pub fn jumps_in(save: &str) -> Vec<(&'static str, usize)> {
+    JUMPS[0].count_in(save)
+}
+
+/// The rule lines of `table` in an `iptables-save` text, as words (packet counters of
 /// `iptables-save -c` dropped).
-fn nat_rules(save: &str) -> impl Iterator<Item = Vec<&str>> {
-    let mut in_nat = false;
+fn table_rules<'a>(save: &'a str, table: &'a str) -> impl Iterator<Item = Vec<&'a str>> {
+    let mut inside = false;
     save.lines().filter_map(move |line| {
         let line = line.trim();
-        if let Some(table) = line.strip_prefix('*') {
-            in_nat = table == "nat";
+        if let Some(t) = line.strip_prefix('*') {
+            inside = t == table;
             return None;
         }
-        if !in_nat {
+        if !inside {
             return None;
         }
         let line = if line.starts_with('[') { line.split_once(']').map_or("", |(_, rest)| rest.trim()) } else { line };
@@ -166,38 +216,59 @@ fn nat_rules(save: &str) -> impl Iterator<Item = Vec<&str>> {
     })
 }
 
-/// The rules of [`CHAIN`] in an `iptables-save` text, normalised to words.
-fn chain_in(save: &str) -> Vec<Vec<&str>> {
-    nat_rules(save).filter(|words| words.get(1) == Some(&CHAIN)).collect()
+/// The rules of `chain` of `table` in an `iptables-save` text, normalised to words.
+fn chain_in<'a>(save: &'a str, table: &'a str, chain: &'a str) -> Vec<Vec<&'a str>> {
+    table_rules(save, table).filter(|words| words.get(1) == Some(&chain)).collect()
 }
 
-/// The `iptables-restore --noflush` input: [`CHAIN`] declared (created, or emptied when it
-/// exists) and filled, and the jumps from OUTPUT that `existing` (the current `iptables-save -t
-/// nat`, when known) does not already have.
+/// The rules of the raw chains: podns's own flows (by UID) and the replies to them in
+/// conntrack zone [`ZONE`].
+pub fn zone_rules(uid: u32) -> [String; 2] {
+    [
+        format!("-A {ZONE_OUT} -m owner --uid-owner {uid} -j CT --zone {ZONE}"),
+        format!("-A {ZONE_IN} -j CT --zone {ZONE}"),
+    ]
+}
+
+/// The `iptables-restore --noflush` input: podns's chains declared (created, or emptied when
+/// they exist) and filled, and the jumps into them that `existing` (the current `iptables-save`
+/// of the nat and raw tables, when known) does not already have.
 pub fn ruleset(port: u16, uid: u32, existing: Option<&str>) -> String {
-    let present = existing.map(jumps_in).unwrap_or_default();
+    let missing = |jump: &Jump, out: &mut String| {
+        let present = existing.map(|e| jump.count_in(e)).unwrap_or_default();
+        for proto in PROTOS {
+            if !present.iter().any(|&(p, n)| p == proto && n > 0) {
+                out.push_str(&jump.rule(proto));
+                out.push('\n');
+            }
+        }
+    };
     let mut out = String::from("*nat\n");
     out.push_str(&format!(":{CHAIN} - [0:0]\n"));
     for rule in chain_rules(port, uid) {
         out.push_str(&rule);
         out.push('\n');
     }
-    for proto in PROTOS {
-        if !present.iter().any(|&(p, n)| p == proto && n > 0) {
-            out.push_str(&jump_rule(proto));
-            out.push('\n');
-        }
+    missing(&JUMPS[0], &mut out);
+    out.push_str("COMMIT\n*raw\n");
+    out.push_str(&format!(":{ZONE_OUT} - [0:0]\n:{ZONE_IN} - [0:0]\n"));
+    for rule in zone_rules(uid) {
+        out.push_str(&rule);
+        out.push('\n');
     }
+    missing(&JUMPS[1], &mut out);
+    missing(&JUMPS[2], &mut out);
     out.push_str("COMMIT\n");
     out
 }
 
-/// Checks that `save` (read back after applying) holds exactly the intended rules: the chain's
-/// three rules in order and one jump per protocol.
+/// Checks that `save` (read back after applying, nat and raw tables) holds exactly the intended
+/// rules: each chain's rules in order and one jump per protocol and hook.
 pub fn verify(save: &str, port: u16, uid: u32) -> Result<(), String> {
     let uid_s = uid.to_string();
     let port_s = port.to_string();
-    let chain = chain_in(save);
+    let zone_s = ZONE.to_string();
+    let chain = chain_in(save, "nat", CHAIN);
     let has = |words: &[&str], pair: [&str; 2]| words.windows(2).any(|w| w == pair);
     let ok = chain.len() == 3
         && has(&chain[0], ["--uid-owner", &uid_s])
@@ -209,9 +280,26 @@ pub fn verify(save: &str, port: u16, uid: u32) -> Result<(), String> {
         let got: Vec<String> = chain.iter().map(|w| w.join(" ")).collect();
         return Err(format!("chain {CHAIN} holds {got:?}, not the exemption of UID {uid} and redirects to {port}"));
     }
-    for (proto, count) in jumps_in(save) {
-        if count != 1 {
-            return Err(format!("OUTPUT has {count} jumps to {CHAIN} for {proto} port 53, want 1"));
+    let out = chain_in(save, "raw", ZONE_OUT);
+    let inn = chain_in(save, "raw", ZONE_IN);
+    let zone_ok = out.len() == 1
+        && has(&out[0], ["--uid-owner", &uid_s])
+        && has(&out[0], ["--zone", &zone_s])
+        && inn.len() == 1
+        && has(&inn[0], ["--zone", &zone_s]);
+    if !zone_ok {
+        return Err(format!(
+            "raw chains {ZONE_OUT}/{ZONE_IN} do not put UID {uid}'s DNS flows in conntrack zone {ZONE}"
+        ));
+    }
+    for jump in JUMPS {
+        for (proto, count) in jump.count_in(save) {
+            if count != 1 {
+                return Err(format!(
+                    "{} {} has {count} jumps to {} for {proto} port 53, want 1",
+                    jump.table, jump.hook, jump.target
+                ));
+            }
         }
     }
     Ok(())
@@ -316,17 +404,20 @@ fn run_tool(program: &Path, args: &[&str], stdin: Option<&str>) -> Result<String
 /// Installs the rules for one family; returns the ruleset applied and a summary line.
 fn apply(family: Family, restore: &Path, port: u16, uid: u32) -> Result<(String, String), String> {
     let save = save_command(restore)?;
-    let before = run_tool(&save, &["-t", "nat"], None)?;
+    let tables = |save: &Path| -> Result<String, String> {
+        Ok(run_tool(save, &["-t", "nat"], None)? + &run_tool(save, &["-t", "raw"], None)?)
+    };
+    let before = tables(&save)?;
     let rules = ruleset(port, uid, Some(&before));
     run_tool(restore, &["--noflush"], Some(&rules))?;
-    let after = run_tool(&save, &["-t", "nat"], None)?;
+    let after = tables(&save)?;
     verify(&after, port, uid).map_err(|e| format!("{}: after {} --noflush: {e}", family.name(), restore.display()))?;
-    let kept = jumps_in(&before).iter().all(|&(_, n)| n > 0);
+    let kept = JUMPS.iter().all(|j| j.count_in(&before).iter().all(|&(_, n)| n > 0));
     let summary = format!(
-        "{}: DNS (udp, tcp port 53) now goes to {}:{port}, except UID {uid}'s (nat {CHAIN}{})",
+        "{}: DNS (udp, tcp port 53) now goes to {}:{port}, except UID {uid}'s, tracked in conntrack zone {ZONE} (nat {CHAIN}, raw {ZONE_OUT}/{ZONE_IN}{})",
         family.name(),
         family.loopback(),
-        if kept { "; the jumps from OUTPUT were already there" } else { "" }
+        if kept { "; the jumps were already there" } else { "" }
     );
     Ok((rules, summary))
 }
@@ -390,6 +481,16 @@ mod tests {
              -A PODNS_OUTPUT -p tcp -j REDIRECT --to-ports 15053\n\
              -A OUTPUT -p udp --dport 53 -j PODNS_OUTPUT\n\
              -A OUTPUT -p tcp --dport 53 -j PODNS_OUTPUT\n\
+             COMMIT\n\
+             *raw\n\
+             :PODNS_ZONE_OUT - [0:0]\n\
+             :PODNS_ZONE_IN - [0:0]\n\
+             -A PODNS_ZONE_OUT -m owner --uid-owner 65532 -j CT --zone 1\n\
+             -A PODNS_ZONE_IN -j CT --zone 1\n\
+             -A OUTPUT -p udp --dport 53 -j PODNS_ZONE_OUT\n\
+             -A OUTPUT -p tcp --dport 53 -j PODNS_ZONE_OUT\n\
+             -A PREROUTING -p udp --sport 53 -j PODNS_ZONE_IN\n\
+             -A PREROUTING -p tcp --sport 53 -j PODNS_ZONE_IN\n\
              COMMIT\n"
         );
     }
@@ -409,13 +510,26 @@ mod tests {
 -A PODNS_OUTPUT -p tcp -j REDIRECT --to-ports 15053
 COMMIT
 # Completed on Mon Nov 23 20:38:56 2026
+# Generated by iptables-save v1.8.9 (nf_tables) on Mon Nov 30 13:24:55 2026
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:PODNS_ZONE_OUT - [0:0]
+:PODNS_ZONE_IN - [0:0]
+-A PREROUTING -p udp -m udp --sport 53 -j PODNS_ZONE_IN
+-A PREROUTING -p tcp -m tcp --sport 53 -j PODNS_ZONE_IN
+-A OUTPUT -p udp -m udp --dport 53 -j PODNS_ZONE_OUT
+-A OUTPUT -p tcp -m tcp --dport 53 -j PODNS_ZONE_OUT
+-A PODNS_ZONE_OUT -m owner --uid-owner 1337 -j CT --zone 1
+-A PODNS_ZONE_IN -j CT --zone 1
+COMMIT
 ";
 
     #[test]
     fn existing_jumps_are_not_added_again() {
         assert_eq!(jumps_in(INSTALLED), vec![("udp", 1), ("tcp", 1)]);
         let again = ruleset(15053, 1337, Some(INSTALLED));
-        assert!(!again.contains("-A OUTPUT"), "{again}");
+        assert!(!again.contains("-A OUTPUT") && !again.contains("-A PREROUTING"), "{again}");
         // The chain is still declared (emptied) and refilled.
         assert!(again.contains(":PODNS_OUTPUT - [0:0]\n-A PODNS_OUTPUT -m owner --uid-owner 1337 -j RETURN\n"));
         // Only the missing one when one is there.
@@ -423,7 +537,7 @@ COMMIT
             INSTALLED.lines().filter(|l| !l.contains("-p tcp -m tcp")).map(|l| format!("{l}\n")).collect();
         let partial = ruleset(15053, 1337, Some(&udp_only));
         assert!(partial.contains("-A OUTPUT -p tcp --dport 53 -j PODNS_OUTPUT\n"));
-        assert!(!partial.contains("-A OUTPUT -p udp"));
+        assert!(!partial.contains("-A OUTPUT -p udp --dport 53 -j PODNS_OUTPUT"));
     }
 
     #[test]
@@ -431,7 +545,7 @@ COMMIT
         let other = "*filter\n-A OUTPUT -p udp -m udp --dport 53 -j PODNS_OUTPUT\nCOMMIT\n*nat\n\
                      -A OUTPUT -p udp -m udp --dport 5353 -j PODNS_OUTPUT\n-A OUTPUT -p tcp -j ISTIO_OUTPUT\nCOMMIT\n";
         assert_eq!(jumps_in(other), vec![("udp", 0), ("tcp", 0)]);
-        assert_eq!(ruleset(15053, 1, Some(other)).matches("-A OUTPUT").count(), 2);
+        assert_eq!(ruleset(15053, 1, Some(other)).matches("-j PODNS_OUTPUT\n").count(), 2);
     }
 
     #[test]
@@ -457,6 +571,10 @@ COMMIT
         );
         assert!(verify(&doubled, 15053, 1337).unwrap_err().contains("2 jumps"));
         assert!(verify("", 15053, 1337).is_err());
+        let no_zone = INSTALLED.replace("-A PODNS_ZONE_IN -j CT --zone 1\n", "");
+        assert!(verify(&no_zone, 15053, 1337).unwrap_err().contains("conntrack zone"));
+        let no_reply_jump = INSTALLED.replace("-A PREROUTING -p udp -m udp --sport 53 -j PODNS_ZONE_IN\n", "");
+        assert!(verify(&no_reply_jump, 15053, 1337).unwrap_err().contains("raw PREROUTING has 0 jumps"));
     }
 
     #[test]

@@ -28,21 +28,26 @@ fn script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// `<prefix>-restore` and `<prefix>-save` in `dir`, sharing the table file `<prefix>.state`.
-/// Declaring `:PODNS_OUTPUT` empties that chain, as `--noflush` does.
+/// `<prefix>-restore` and `<prefix>-save` in `dir`, keeping each table in a file
+/// `<prefix>.<table>`. Declaring a chain (`:PODNS_... - [0:0]`) empties it, as `--noflush` does.
 fn fake_tools(dir: &Path, prefix: &str) -> PathBuf {
-    let state = dir.join(format!("{prefix}.state"));
+    let state = dir.join(prefix);
     let log = dir.join(format!("{prefix}.restore.log"));
     let restore = dir.join(format!("{prefix}-restore"));
     script(
         &restore,
         &format!(
             r#"[ "$1" = --noflush ] || {{ echo "want --noflush, got $*" >&2; exit 2; }}
-touch '{state}'
 input="$(cat)"
 printf '%s\n' "$input" >> '{log}'
-case "$input" in *":PODNS_OUTPUT - [0:0]"*) grep -v '^-A PODNS_OUTPUT' '{state}' > '{state}.new'; mv '{state}.new' '{state}';; esac
-printf '%s\n' "$input" | grep '^-A ' | sed 's/-p \(udp\|tcp\) --dport/-p \1 -m \1 --dport/' >> '{state}'
+table=
+printf '%s\n' "$input" | while IFS= read -r line; do
+  case "$line" in
+    '*'*) table="${{line#?}}"; touch '{state}'."$table";;
+    :PODNS_*) chain="${{line#:}}"; chain="${{chain%% *}}"; grep -v "^-A $chain " '{state}'."$table" > '{state}.tmp'; mv '{state}.tmp' '{state}'."$table";;
+    '-A '*) printf '%s\n' "$line" | sed 's/-p \(udp\|tcp\) --\([ds]port\)/-p \1 -m \1 --\2/' >> '{state}'."$table";;
+  esac
+done
 "#,
             state = state.display(),
             log = log.display()
@@ -51,7 +56,7 @@ printf '%s\n' "$input" | grep '^-A ' | sed 's/-p \(udp\|tcp\) --dport/-p \1 -m \
     script(
         &dir.join(format!("{prefix}-save")),
         &format!(
-            "[ \"$*\" = '-t nat' ] || exit 2\nprintf '*nat\\n:OUTPUT ACCEPT [0:0]\\n'\ncat '{}' 2>/dev/null\nprintf 'COMMIT\\n'\n",
+            "[ \"$1\" = -t ] || exit 2\nprintf '*%s\\n:OUTPUT ACCEPT [0:0]\\n' \"$2\"\ncat '{}'.\"$2\" 2>/dev/null\nprintf 'COMMIT\\n'\n",
             state.display()
         ),
     );
@@ -79,6 +84,16 @@ const RULES_1337: &str = "*nat
 -A PODNS_OUTPUT -p tcp -j REDIRECT --to-ports 15053
 -A OUTPUT -p udp --dport 53 -j PODNS_OUTPUT
 -A OUTPUT -p tcp --dport 53 -j PODNS_OUTPUT
+COMMIT
+*raw
+:PODNS_ZONE_OUT - [0:0]
+:PODNS_ZONE_IN - [0:0]
+-A PODNS_ZONE_OUT -m owner --uid-owner 1337 -j CT --zone 1
+-A PODNS_ZONE_IN -j CT --zone 1
+-A OUTPUT -p udp --dport 53 -j PODNS_ZONE_OUT
+-A OUTPUT -p tcp --dport 53 -j PODNS_ZONE_OUT
+-A PREROUTING -p udp --sport 53 -j PODNS_ZONE_IN
+-A PREROUTING -p tcp --sport 53 -j PODNS_ZONE_IN
 COMMIT
 ";
 
@@ -130,15 +145,20 @@ fn applying_twice_leaves_one_set_of_rules() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     // The rules of each table, in no particular order (the stand-in does not group by chain).
     let state = |p: &str| {
-        let text = std::fs::read_to_string(dir.0.join(format!("{p}.state"))).expect("state");
-        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut lines: Vec<String> = Vec::new();
+        for table in ["nat", "raw"] {
+            let text = std::fs::read_to_string(dir.0.join(format!("{p}.{table}"))).expect("state");
+            lines.extend(text.lines().map(|l| format!("{table} {l}")));
+        }
         lines.sort();
         lines
     };
     let once = (state("ip4"), state("ip6"));
     assert_eq!(once.0.iter().filter(|l| l.ends_with("-j PODNS_OUTPUT")).count(), 2, "{:?}", once.0);
-    assert_eq!(once.0.len(), 5, "{:?}", once.0);
-    assert_eq!(once.1.len(), 5, "{:?}", once.1);
+    assert_eq!(once.0.iter().filter(|l| l.ends_with("-j PODNS_ZONE_OUT")).count(), 2, "{:?}", once.0);
+    assert_eq!(once.0.iter().filter(|l| l.ends_with("-j PODNS_ZONE_IN")).count(), 2, "{:?}", once.0);
+    assert_eq!(once.0.len(), 5 + 6, "{:?}", once.0);
+    assert_eq!(once.1.len(), 5 + 6, "{:?}", once.1);
     assert!(text(&first.stderr).contains("IPv6: DNS (udp, tcp port 53) now goes to [::1]:15053"));
 
     let second = capture_init(&args);
@@ -149,9 +169,11 @@ fn applying_twice_leaves_one_set_of_rules() {
     let log = std::fs::read_to_string(dir.0.join("ip4.restore.log")).expect("log");
     let runs: Vec<&str> = log.split("*nat\n").filter(|r| !r.is_empty()).collect();
     assert_eq!(runs.len(), 2, "{log}");
-    assert_eq!(runs[0].matches("-A OUTPUT").count(), 2, "{log}");
-    assert_eq!(runs[1].matches("-A OUTPUT").count(), 0, "{log}");
+    assert_eq!(runs[0].matches("-A OUTPUT").count(), 4, "{log}");
+    assert_eq!(runs[0].matches("-A PREROUTING").count(), 2, "{log}");
+    assert_eq!(runs[1].matches("-A OUTPUT").count() + runs[1].matches("-A PREROUTING").count(), 0, "{log}");
     assert_eq!(runs[1].matches("-A PODNS_OUTPUT").count(), 3, "{log}");
+    assert_eq!(runs[1].matches("-A PODNS_ZONE_").count(), 2, "{log}");
 }
 
 #[test]
