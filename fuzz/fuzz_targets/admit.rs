@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use podns::policy::{Admission, admit};
-use podns::wire::{HEADER_LEN, Header, Records, error_reply, find_opt, negative_reply, parse_question, rcode, rtype};
+use podns::wire::{
+    HEADER_LEN, Header, Records, Soa, error_reply, find_opt, negative_reply, parse_question, rcode, rtype,
+};
 
 fuzz_target!(|msg: &[u8]| {
     match admit(msg) {
@@ -75,9 +77,13 @@ fuzz_target!(|msg: &[u8]| {
             }
             // The negative answers podns synthesizes for it parse, carry the question as sent
             // and an SOA whose TTL and MINIMUM are the given TTL.
-            for (rc, zone) in [(rcode::NOERROR, None), (rcode::NXDOMAIN, Some(&b"\x07cluster\x05local\x00"[..]))] {
+            for (rc, soa) in [
+                (rcode::NOERROR, Soa::Synthesized),
+                (rcode::NXDOMAIN, Soa::Cluster(&b"\x07cluster\x05local\x00"[..])),
+                (rcode::NXDOMAIN, Soa::Root),
+            ] {
                 let mut out = Vec::new();
-                negative_reply(msg, &h, &q, rc, 42, zone, p.opt.as_ref(), &mut out);
+                negative_reply(msg, &h, &q, rc, 42, soa, p.opt.as_ref(), &mut out);
                 let rh = Header::parse(&out).unwrap();
                 assert!(rh.qr() && !rh.tc());
                 assert_eq!((rh.id, rh.rcode(), rh.qdcount, rh.ancount, rh.nscount), (h.id, rc, 1, 0, 1));

@@ -47,12 +47,15 @@ fn expected_ttl(reply: &[u8], cfg: &CacheConfig) -> Option<(Duration, Kind)> {
     }
     let q = parse_question(reply).ok()?;
     let records: Vec<RecordRef> = Records::new(reply, &h, q.end).collect::<Result<_, _>>().ok()?;
-    let answer = records.iter().filter(|r| r.section == Section::Answer && r.rtype != rtype::OPT).map(|r| r.ttl).min();
+    // TTLs with the most significant bit set count as 0 (RFC 2181 §8).
+    let ttl = |t: u32| podns::wire::effective_ttl(t);
+    let answer =
+        records.iter().filter(|r| r.section == Section::Answer && r.rtype != rtype::OPT).map(|r| ttl(r.ttl)).min();
     // The last SOA of the authority section with a full RDATA sets the negative TTL.
     let mut negative = None;
     for r in records.iter().filter(|r| r.section == Section::Authority && r.rtype == rtype::SOA && r.rdlen >= 20) {
         let m = &reply[r.end() - 4..r.end()];
-        negative = Some(r.ttl.min(u32::from_be_bytes([m[0], m[1], m[2], m[3]])));
+        negative = Some(ttl(r.ttl).min(ttl(u32::from_be_bytes([m[0], m[1], m[2], m[3]]))));
     }
     let d = |s: u32| Duration::from_secs(u64::from(s));
     match (h.rcode(), answer) {
