@@ -61,42 +61,56 @@ struct SlotGuard<'a> {
 }
 
 impl SlotGuard<'_> {
-    /// Ends the exchange: remembers its failure until `until` (and, for a truncated UDP reply
-    /// whose TCP retry failed, the failure of the same question over TCP), or frees the slot.
-    fn finish(mut self, failed: Option<(&Shared, Instant)>) {
+    /// Ends the exchange with `result`: remembers it for `memo` when it is a failure (an error,
+    /// or a truncated UDP reply, whose TCP retry failed), else frees the slot.
+    fn finish(mut self, result: &Shared) {
         let Some(k) = self.key.take() else { return };
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((result, until)) = failed else {
-            map.remove(&k);
-            return;
+        let failed = match result {
+            _ if self.memo.is_zero() => false,
+            Err(_) => true,
+            // Truncated although the upstream layer retried over TCP: that retry failed.
+            Ok(reply) => !k.1 && Header::parse(reply).is_ok_and(|h| h.tc()),
         };
-        if map.len() >= MAX_FAILURES {
-            let now = Instant::now();
-            map.retain(|_, s| !matches!(s, Slot::Failed { until, .. } if *until <= now));
-        }
-        if map.len() + 1 >= MAX_FAILURES {
-            map.remove(&k);
-            return;
-        }
-        if result.is_ok() && !k.1 {
-            let over_tcp = (k.0.clone(), true);
-            map.entry(over_tcp).or_insert(Slot::Failed { until, result: Err(ResolveError::Budget) });
-        }
-        map.insert(k, Slot::Failed { until, result: result.clone() });
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        let Some(k) = self.key.take() else { return };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if !self.memo.is_zero() && now >= self.started + self.silent_after && map.len() + 1 < MAX_FAILURES {
-            map.insert(k, Slot::Failed { until: now + self.memo, result: Err(ResolveError::Budget) });
+        if failed {
+            remember(&mut map, k, result, Instant::now() + self.memo);
         } else {
             map.remove(&k);
         }
     }
+}
+
+impl Drop for SlotGuard<'_> {
+    /// A cancelled exchange (the client's budget ran out first) that has met silence long enough
+    /// is remembered as a failure; a younger one just frees the slot.
+    fn drop(&mut self) {
+        let Some(k) = self.key.take() else { return };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if !self.memo.is_zero() && now >= self.started + self.silent_after {
+            remember(&mut map, k, &Err(ResolveError::Budget), now + self.memo);
+        } else {
+            map.remove(&k);
+        }
+    }
+}
+
+/// Remembers the failure `result` of `key` until `until` (and, for a truncated UDP reply whose
+/// TCP retry failed, the failure of the same question over TCP). Expired failures are swept
+/// when the map is full; past [`MAX_FAILURES`] nothing more is remembered.
+fn remember(map: &mut HashMap<(Key, bool), Slot>, key: (Key, bool), result: &Shared, until: Instant) {
+    if map.len() >= MAX_FAILURES {
+        let now = Instant::now();
+        map.retain(|_, s| !matches!(s, Slot::Failed { until, .. } if *until <= now));
+    }
+    if map.len() + 1 >= MAX_FAILURES {
+        map.remove(&key);
+        return;
+    }
+    if result.is_ok() && !key.1 {
+        map.entry((key.0.clone(), true)).or_insert(Slot::Failed { until, result: Err(ResolveError::Budget) });
+    }
+    map.insert(key, Slot::Failed { until, result: result.clone() });
 }
 
 /// TTL of a root-zone denial given in place of a failure: short, as the failure may pass.
@@ -243,7 +257,7 @@ impl Resolver {
         let fresh = if refresh { None } else { self.cache.as_ref().and_then(|c| c.peek_fresh(&key_of(msg, q), now)) };
         if let Some(entry) = fresh {
             let result: Shared = Ok(entry.reply_at(now, false).freeze());
-            slot.finish(None);
+            slot.finish(&result);
             let _ = tx.send(Some(result.clone()));
             return result;
         }
@@ -251,13 +265,7 @@ impl Resolver {
         if let (Some(cache), Ok(reply)) = (&self.cache, &result) {
             cache.insert(&key_of(msg, q), reply, Instant::now());
         }
-        let failed = match &result {
-            _ if self.servfail_ttl.is_zero() => false,
-            Err(_) => true,
-            // Truncated although the upstream layer retried over TCP: that retry failed.
-            Ok(reply) => !tcp && Header::parse(reply).is_ok_and(|h| h.tc()),
-        };
-        slot.finish(failed.then(|| (&result, Instant::now() + self.servfail_ttl)));
+        slot.finish(&result);
         let _ = tx.send(Some(result.clone()));
         result
     }
