@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::BytesMut;
-use podns::cache::{Cache, CacheConfig, KeyRef, Lookup, key_flags};
+use podns::cache::{Cache, CacheConfig, KeyRef, Lookup};
 use podns::metrics::CacheMetrics;
 use podns::policy::search::{SearchClass, SearchConfig, classify};
 use podns::policy::{Admission, admit};
@@ -172,11 +172,11 @@ fn bench_cache(r: &mut Runner) {
     let names: Vec<String> = (0..1000).map(|i| format!("svc{i}.default.svc.cluster.local")).collect();
     for n in &names {
         let w = wire_name(n);
-        let key = KeyRef { name: &w, qtype: 1, qclass: 1, flags: key_flags(false, false) };
+        let key = KeyRef { name: &w, qtype: 1, qclass: 1, flags: 0 };
         assert!(cache.insert(&key, &a_reply(n, 1, 30), inserted));
     }
     let hot = wire_name("api.default.svc.cluster.local");
-    let key = KeyRef { name: &hot, qtype: 1, qclass: 1, flags: key_flags(false, false) };
+    let key = KeyRef { name: &hot, qtype: 1, qclass: 1, flags: 0 };
     r.check(
         "a cacheable reply is stored",
         cache.insert(&key, &a_reply("api.default.svc.cluster.local", 2, 30), inserted),

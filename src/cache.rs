@@ -16,7 +16,7 @@ use quick_cache::{Equivalent, Lifecycle, OptionsBuilder, Weighter};
 use tokio::time::Instant;
 
 use crate::metrics::CacheMetrics;
-use crate::wire::{self, Header, Records, Section, parse_question, rcode, rtype};
+use crate::wire::{self, Header, ParsedQuery, Records, Section, parse_question, rcode, rtype};
 
 /// Limits of the cache.
 #[derive(Debug, Clone, Copy)]
@@ -37,11 +37,6 @@ pub const STALE_TTL: u32 = 30;
 pub enum Kind {
     Success = 0,
     Denial = 1,
-}
-
-/// DO and CD bits of a query, the flags that change what an answer contains.
-pub fn key_flags(dnssec_ok: bool, checking_disabled: bool) -> u8 {
-    (dnssec_ok as u8) | ((checking_disabled as u8) << 1)
 }
 
 /// An owned key: the name in lower case.
@@ -102,7 +97,13 @@ impl Key {
     }
 }
 
-impl KeyRef<'_> {
+impl<'a> KeyRef<'a> {
+    /// The key of the query `q` parsed from `msg`: its question, and the DO/CD bits
+    /// ([`ParsedQuery::key_flags`]).
+    pub fn of(msg: &'a [u8], q: &ParsedQuery) -> KeyRef<'a> {
+        KeyRef { name: q.name(msg), qtype: q.question.qtype, qclass: q.question.qclass, flags: q.key_flags() }
+    }
+
     pub fn to_owned(&self) -> Key {
         Key {
             name: self.name.to_ascii_lowercase().into_boxed_slice(),
@@ -502,8 +503,8 @@ mod tests {
         let c = Cache::new(cfg(), CacheMetrics::new()).unwrap();
         let t0 = Instant::now();
         c.insert(&key(b"\x01a\x03org\x00"), &reply("a.org", Some(60), (0, 0)), t0);
-        let with_do = KeyRef { flags: key_flags(true, false), ..key(b"\x01a\x03org\x00") };
-        let with_cd = KeyRef { flags: key_flags(false, true), ..key(b"\x01a\x03org\x00") };
+        let with_do = KeyRef { flags: wire::FLAG_DO, ..key(b"\x01a\x03org\x00") };
+        let with_cd = KeyRef { flags: wire::FLAG_CD, ..key(b"\x01a\x03org\x00") };
         assert!(matches!(c.get(&with_do, t0), Lookup::Miss));
         assert!(matches!(c.get(&with_cd, t0), Lookup::Miss));
         assert!(matches!(c.get(&key(b"\x01a\x03org\x00"), t0), Lookup::Fresh { .. }));

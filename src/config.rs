@@ -8,7 +8,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::policy::aaaa::AaaaMode;
+use crate::policy::collapse::CollapseMode;
+
+/// A value parser for a flag whose values are `names` (with their help) and stand for `all`,
+/// in the same order: the policy enums stay free of clap.
+fn one_of<E: Copy + Send + Sync + 'static>(
+    names: &'static [(&'static str, &'static str)],
+    all: &'static [E],
+) -> impl TypedValueParser<Value = E> {
+    PossibleValuesParser::new(names.iter().map(|(n, h)| PossibleValue::new(*n).help(*h)))
+        .map(move |s| all[names.iter().position(|(n, _)| *n == s).expect("clap checked the value")])
+}
 
 /// podns: a DNS proxy for the applications of one Kubernetes pod.
 #[derive(Debug, Parser)]
@@ -138,8 +152,8 @@ pub struct RunArgs {
     /// AAAA handling: fix (answer from the A outcome when upstream fails AAAA), nodata (never
     /// ask AAAA; NODATA, or NXDOMAIN where the name does not exist), auto (nodata without global
     /// IPv6, else fix), forward (plain forwarding).
-    #[arg(long, env = "PODNS_AAAA", value_enum, default_value = "fix")]
-    pub aaaa: crate::policy::aaaa::AaaaMode,
+    #[arg(long, env = "PODNS_AAAA", default_value = "fix", value_parser = one_of(&AaaaMode::NAMES, &AaaaMode::ALL))]
+    pub aaaa: AaaaMode,
 
     /// In fix mode: once the A query for the name has succeeded, wait this long for the
     /// upstream's AAAA answer before answering NODATA.
@@ -162,8 +176,8 @@ pub struct RunArgs {
 
     /// Search-domain collapse: on (answer FQDN-like names for the whole search walk in one round
     /// trip), aggressive (also skip non-cluster search domains), off.
-    #[arg(long, env = "PODNS_COLLAPSE", value_enum, default_value = "on")]
-    pub collapse: crate::server::CollapseMode,
+    #[arg(long, env = "PODNS_COLLAPSE", default_value = "on", value_parser = one_of(&CollapseMode::NAMES, &CollapseMode::ALL))]
+    pub collapse: CollapseMode,
 
     /// Search list to assume (repeatable); default: the search line of --resolv-conf.
     #[arg(long, env = "PODNS_SEARCH", value_delimiter = ',')]

@@ -47,8 +47,23 @@ impl UpstreamError {
 pub enum ResolveError {
     #[error("every upstream attempt failed; last: {0}")]
     Exhausted(UpstreamError),
-    #[error("the query budget ran out")]
+    /// The client's `--query-timeout`, or a layer's wait for a sub-query, ran out first.
+    #[error("the time budget ran out")]
     Budget,
+    /// The exchange this query joined ended without a result (its leader was cancelled after
+    /// meeting silence), or such an end is remembered.
+    #[error("the shared exchange ended without an answer")]
+    Abandoned,
+    /// The reply was truncated and its TCP retry failed (remembered, not asked again).
+    #[error("truncated reply and the TCP retry failed")]
+    Truncated,
+    /// A policy found no answer to give: the AAAA handling when the name's A lookup failed
+    /// too, so that SERVFAIL is the honest answer.
+    #[error("no answer can be synthesized")]
+    Declined,
+    /// A task of podns's own failed; never expected.
+    #[error("internal error")]
+    Internal,
 }
 
 /// A failure of podns itself at startup.

@@ -19,7 +19,7 @@ use regex::Regex;
 use crate::wire::{labels, rcode};
 
 /// `--aaaa`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AaaaMode {
     /// Forward; answer from the A outcome when the upstream fails the query.
     Fix,
@@ -29,6 +29,17 @@ pub enum AaaaMode {
     Auto,
     /// Plain forwarding.
     Forward,
+}
+
+impl AaaaMode {
+    /// The flag values with their help, in the order of [`AaaaMode::ALL`].
+    pub const NAMES: [(&'static str, &'static str); 4] = [
+        ("fix", "Forward; answer from the A outcome when the upstream fails the query"),
+        ("nodata", "Answer NODATA (NXDOMAIN where the name does not exist) without asking for the type"),
+        ("auto", "`nodata` while the pod has no global IPv6 address or route, else `fix`"),
+        ("forward", "Plain forwarding"),
+    ];
+    pub const ALL: [AaaaMode; 4] = [AaaaMode::Fix, AaaaMode::Nodata, AaaaMode::Auto, AaaaMode::Forward];
 }
 
 /// Why podns synthesized an answer (`reason` label of `podns_synthesized_total`).

@@ -4,22 +4,8 @@
 //! served with the code RFC 1035 / RFC 6891 prescribe, and hand everything else on parsed.
 
 use crate::metrics::Drop;
+pub use crate::wire::ParsedQuery;
 use crate::wire::{Header, Opt, Question, WireError, find_opt, parse_question, rcode};
-
-/// A query that passed admission: its header, its one question and its OPT record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParsedQuery {
-    pub header: Header,
-    pub question: Question,
-    pub opt: Option<Opt>,
-}
-
-impl ParsedQuery {
-    /// The largest UDP reply this client accepts: 512 without EDNS, else its advertised size.
-    pub fn max_udp_reply(&self) -> usize {
-        self.opt.map_or(crate::wire::MIN_UDP_SIZE, |o| o.max_udp_reply())
-    }
-}
 
 /// The outcome of admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -110,6 +110,63 @@ pub fn outcome(verdicts: impl IntoIterator<Item = Verdict>) -> Outcome {
     if failed { Outcome::Failed } else { Outcome::NxDomain }
 }
 
+/// `--collapse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollapseMode {
+    /// Forward every query unchanged.
+    Off,
+    /// Collapse FQDN-like names; ask non-cluster search domains too.
+    On,
+    /// Collapse FQDN-like names and skip non-cluster search domains.
+    Aggressive,
+}
+
+impl CollapseMode {
+    /// The flag values with their help, in the order of [`CollapseMode::ALL`].
+    pub const NAMES: [(&'static str, &'static str); 3] = [
+        ("off", "Forward every query unchanged"),
+        ("on", "Collapse FQDN-like names; ask non-cluster search domains too"),
+        ("aggressive", "Collapse FQDN-like names and skip non-cluster search domains"),
+    ];
+    pub const ALL: [CollapseMode; 3] = [CollapseMode::Off, CollapseMode::On, CollapseMode::Aggressive];
+}
+
+/// What the client's answer is made of, once the candidates are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Candidate `i`'s own reply: the candidate is the query's own name (a search domain
+    /// outside the cluster), which keeps its own answer, NODATA included.
+    Own(usize),
+    /// A CNAME from the query's name to candidate `i`, followed by its records.
+    Cname(usize),
+    /// NXDOMAIN for the query's name: every candidate is NXDOMAIN or NODATA, and the name
+    /// (impossible in the cluster) does not exist.
+    NxDomain,
+    /// SERVFAIL.
+    Failed,
+}
+
+/// How to answer, given the outcome, whether candidate 0 is the query's own name
+/// (`first_is_own`: the query's search domain `S` is outside the cluster) and whether the
+/// owner is the query's own name.
+pub fn reply_kind(outcome: Outcome, first_is_own: bool, owner_is_own: bool) -> ReplyKind {
+    match outcome {
+        Outcome::Owner(i) if owner_is_own => ReplyKind::Own(i),
+        Outcome::Owner(i) => ReplyKind::Cname(i),
+        Outcome::NxDomain if first_is_own => ReplyKind::Own(0),
+        Outcome::NxDomain => ReplyKind::NxDomain,
+        Outcome::Failed => ReplyKind::Failed,
+    }
+}
+
+/// Upstream queries the collapse saved the client's walk, given what it spent: the client
+/// would have asked this candidate and, when a name exists (its walk ends), every later search
+/// candidate and `P.` itself too (`search_len` search domains, the query at `search_index`).
+pub fn saved_queries(search_len: usize, search_index: usize, outcome: Outcome, spent: u64) -> u64 {
+    let avoided = if matches!(outcome, Outcome::Owner(_)) { (search_len - search_index + 1) as u64 } else { 1 };
+    avoided.saturating_sub(spent)
+}
+
 /// The candidates a client still tries after `P.S` (`prefix` = `P.` in wire form without the
 /// root octet, `search_index` = the index of `S`), in its order: the non-cluster search
 /// domains from `S` on — `S` itself when it is outside the cluster, in every mode; the later
@@ -159,6 +216,23 @@ mod tests {
         assert_eq!(Found::of(None), Found::Failed);
         assert_eq!(Found::of(Some((rcode::SERVFAIL, false))), Found::Failed);
         assert_eq!(Found::of(Some((rcode::NOERROR, false))), Found::NoData);
+    }
+
+    #[test]
+    fn reply_kinds() {
+        assert_eq!(reply_kind(Outcome::Owner(1), false, false), ReplyKind::Cname(1));
+        assert_eq!(reply_kind(Outcome::Owner(0), true, true), ReplyKind::Own(0));
+        assert_eq!(reply_kind(Outcome::NxDomain, true, false), ReplyKind::Own(0), "own NODATA kept");
+        assert_eq!(reply_kind(Outcome::NxDomain, false, false), ReplyKind::NxDomain);
+        assert_eq!(reply_kind(Outcome::Failed, true, false), ReplyKind::Failed);
+    }
+
+    #[test]
+    fn savings_count_the_walk_the_client_skips() {
+        // search of 5, query at 0: found → the client skips 5 search candidates and P. (6).
+        assert_eq!(saved_queries(5, 0, Outcome::Owner(2), 2), 4);
+        assert_eq!(saved_queries(5, 0, Outcome::NxDomain, 0), 1);
+        assert_eq!(saved_queries(5, 4, Outcome::Owner(0), 9), 0, "never negative");
     }
 
     #[test]

@@ -1,12 +1,8 @@
 //! Listeners and the process lifecycle: bind, serve, become ready, drain on SIGTERM.
 
-mod aaaa;
-mod collapse;
-mod handler;
 pub mod http;
 #[cfg(test)]
 mod never_worse;
-mod shares;
 mod tcp;
 mod udp;
 
@@ -20,8 +16,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-pub use collapse::{Collapse, CollapseMode};
-pub use handler::{Admitted, Answer, Handler, InflightGuard};
 pub use tcp::TcpLimits;
 
 use crate::cache::{Cache, CacheConfig};
@@ -31,7 +25,7 @@ use crate::metrics::{CacheMetrics, Metrics};
 use crate::policy::aaaa::AaaaPolicy;
 use crate::policy::search::SearchConfig;
 
-use crate::resolver::Resolver;
+use crate::pipeline::{self, CollapseConfig, CollapseMode, Parts, Pipeline};
 use crate::upstream::{UpstreamConfig, Upstreams};
 use crate::wire::{Name, rtype};
 
@@ -39,7 +33,7 @@ use crate::wire::{Name, rtype};
 pub struct Readiness {
     bound: AtomicBool,
     draining: AtomicBool,
-    handler: Arc<Handler>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Readiness {
@@ -49,7 +43,7 @@ impl Readiness {
             Err("draining")
         } else if !self.bound.load(Ordering::Acquire) {
             Err("listeners not bound yet")
-        } else if !self.handler.resolver.upstreams.has_answered() {
+        } else if !self.pipeline.upstreams.has_answered() {
             Err("no upstream has answered yet")
         } else {
             Ok(())
@@ -84,10 +78,10 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Asks the cluster domain's SOA until some upstream answers, so `/ready` turns 200 without
 /// waiting for client traffic. Stops at the first answer: an idle ready pod sends nothing.
-async fn probe_until_answered(handler: Arc<Handler>, cluster_domain: Name) {
-    while !handler.resolver.upstreams.has_answered() {
-        let _ = handler.resolver.lookup(cluster_domain.wire(), rtype::SOA, 0).await;
-        if !handler.resolver.upstreams.has_answered() {
+async fn probe_until_answered(pipeline: Arc<Pipeline>, cluster_domain: Name) {
+    while !pipeline.upstreams.has_answered() {
+        let _ = pipeline.ask(cluster_domain.wire(), rtype::SOA).await;
+        if !pipeline.upstreams.has_answered() {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -106,7 +100,7 @@ async fn shutdown_signal() {
 
 /// The search collapse as configured: search list and ndots from --search/--ndots, else from
 /// --resolv-conf; off when neither gives a search list.
-fn collapse_from(args: &RunArgs) -> Option<Collapse> {
+fn collapse_from(args: &RunArgs) -> Option<CollapseConfig> {
     if args.collapse == CollapseMode::Off {
         return None;
     }
@@ -135,7 +129,13 @@ fn collapse_from(args: &RunArgs) -> Option<Collapse> {
     );
     let namespaces =
         (!args.namespaces.is_empty()).then(|| args.namespaces.iter().filter_map(|n| Name::from_dotted(n)).collect());
-    Some(Collapse::new(cfg, args.collapse, namespaces, args.probe_ttl, args.synth_ttl.as_secs() as u32))
+    Some(CollapseConfig {
+        search: cfg,
+        mode: args.collapse,
+        namespaces,
+        probe_ttl: args.probe_ttl,
+        synth_ttl: args.synth_ttl.as_secs() as u32,
+    })
 }
 
 /// Runs the proxy until SIGTERM/SIGINT, then drains and returns.
@@ -167,7 +167,6 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         },
         cache_metrics.clone(),
     );
-    let resolver = Arc::new(Resolver::new(upstreams, cache, args.servfail_ttl, cache_metrics, metrics.clone()));
     let aaaa = AaaaPolicy {
         mode: args.aaaa,
         types: args.synthesize_types.clone(),
@@ -177,11 +176,21 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     };
     let collapse = collapse_from(&args);
     let per_client = args.max_inflight_per_client.unwrap_or(args.max_inflight / 2).clamp(1, args.max_inflight);
-    let handler = Arc::new(Handler::new(resolver, metrics.clone(), args.max_inflight, per_client, aaaa, collapse));
+    let pipeline = pipeline::build(Parts {
+        upstreams,
+        cache,
+        cache_metrics,
+        metrics: metrics.clone(),
+        servfail_ttl: args.servfail_ttl,
+        aaaa,
+        collapse,
+        max_inflight: args.max_inflight,
+        max_per_client: per_client,
+    });
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
-        handler: handler.clone(),
+        pipeline: pipeline.clone(),
     });
 
     if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
@@ -202,15 +211,15 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
         tracing::info!(proto = %"udp", addr = %u.local_addr().unwrap_or(addr), "listening");
         tracing::info!(proto = %"tcp", addr = %t.local_addr().unwrap_or(addr), "listening");
-        tasks.push(tokio::spawn(udp::serve(Arc::new(u), handler.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(tcp::serve(t, handler.clone(), limits, stop_rx.clone())));
+        tasks.push(tokio::spawn(udp::serve(Arc::new(u), pipeline.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(tcp::serve(t, pipeline.clone(), limits, stop_rx.clone())));
     }
     for up in &args.upstream {
         tracing::info!(addr = %up, "upstream");
     }
     ready.bound.store(true, Ordering::Release);
     let cluster_domain = Name::from_dotted(&args.cluster_domain).expect("validated");
-    let prober = tokio::spawn(probe_until_answered(handler.clone(), cluster_domain));
+    let prober = tokio::spawn(probe_until_answered(pipeline.clone(), cluster_domain));
 
     shutdown_signal().await;
     ready.draining.store(true, Ordering::Release);
@@ -222,7 +231,7 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
     for t in tasks {
         let _ = t.await;
     }
-    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), handler.wait_idle()).await;
+    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), pipeline.wait_idle()).await;
     tracing::info!("drained; exiting");
     Ok(())
 }

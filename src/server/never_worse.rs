@@ -33,14 +33,12 @@ use hickory_proto::rr::{Name as HName, RData as HRData, Record as HRecord, Recor
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
-use super::collapse::{Collapse, CollapseMode};
-use super::handler::{Admitted, Handler};
 use crate::cache::{Cache, CacheConfig};
 use crate::metrics::{CacheMetrics, Metrics, Proto};
+use crate::pipeline::{self, Admitted, CollapseConfig, CollapseMode, Parts, Pipeline};
 use crate::policy::aaaa::{AaaaMode, AaaaPolicy};
 use crate::policy::search::SearchConfig;
 use crate::policy::stubs::{self, Conf, Outcome, Query, RData, Record, Reply, Stub};
-use crate::resolver::Resolver;
 use crate::upstream::script::Script;
 use crate::upstream::{UpstreamConfig, Upstreams};
 use crate::wire::rtype;
@@ -466,7 +464,7 @@ fn from_hickory(m: &Message) -> Reply {
 }
 
 /// A podns for the world's pod, as `podns` with its defaults would run.
-fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
+fn podns(world: &World, script: Arc<Scripted>) -> Arc<Pipeline> {
     let upstream_cfg = UpstreamConfig {
         addrs: Vec::new(),
         attempt_timeout: Duration::from_millis(800),
@@ -487,16 +485,6 @@ fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
         CacheMetrics::new(),
     );
     let metrics = Arc::new(Metrics::new());
-    let resolver = Arc::new(Resolver::new(
-        Upstreams::scripted(&upstream_cfg, vec![script]),
-        cache,
-        // Longer than any walk here: a walk through several silent names runs for many seconds
-        // of the paused clock, and what is checked is that podns never repeats a question while
-        // it remembers the failure, not how long it remembers it.
-        Duration::from_secs(300),
-        CacheMetrics::new(),
-        metrics.clone(),
-    ));
     let aaaa = AaaaPolicy {
         mode: AaaaMode::Fix,
         types: vec![rtype::AAAA],
@@ -505,12 +493,31 @@ fn podns(world: &World, script: Arc<Scripted>) -> Arc<Handler> {
         timeout: Duration::from_millis(400),
     };
     let search = SearchConfig::new(&world.search, world.ndots, "cluster.local").expect("search list");
-    let collapse = Collapse::new(search, CollapseMode::On, None, Duration::from_secs(60), 30);
-    Arc::new(Handler::new(resolver, metrics, 4096, 4096, aaaa, Some(collapse)))
+    let collapse = CollapseConfig {
+        search,
+        mode: CollapseMode::On,
+        namespaces: None,
+        probe_ttl: Duration::from_secs(60),
+        synth_ttl: 30,
+    };
+    pipeline::build(Parts {
+        upstreams: Upstreams::scripted(&upstream_cfg, vec![script]),
+        cache,
+        cache_metrics: CacheMetrics::new(),
+        metrics,
+        // Longer than any walk here: a walk through several silent names runs for many seconds
+        // of the paused clock, and what is checked is that podns never repeats a question while
+        // it remembers the failure, not how long it remembers it.
+        servfail_ttl: Duration::from_secs(300),
+        aaaa,
+        collapse: Some(collapse),
+        max_inflight: 4096,
+        max_per_client: 4096,
+    })
 }
 
 /// One query through podns, as a client sends it (UDP or TCP, no EDNS).
-async fn ask_podns(handler: &Arc<Handler>, q: &Query, id: u16) -> Reply {
+async fn ask_podns(handler: &Arc<Pipeline>, q: &Query, id: u16) -> Reply {
     let mut m = Message::query();
     m.metadata.id = id;
     m.metadata.recursion_desired = true;
@@ -521,10 +528,7 @@ async fn ask_podns(handler: &Arc<Handler>, q: &Query, id: u16) -> Reply {
     let reply = match handler.admit(&bytes, proto, std::net::Ipv4Addr::LOCALHOST.into(), &mut out) {
         Admitted::Dropped => return Reply::Timeout,
         Admitted::Answered { .. } => out,
-        Admitted::Forward(pq, _guard) => {
-            let mut msg = BytesMut::from(&bytes[..]);
-            handler.forward(&mut msg, &pq, proto).await.bytes
-        }
+        Admitted::Forward(pq, _guard) => handler.serve(BytesMut::from(&bytes[..]), &pq, proto).await.bytes,
     };
     match Message::from_vec(&reply) {
         Ok(m) if m.metadata.id == id => from_hickory(&m),

@@ -24,9 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
-use super::handler::{Admitted, Handler};
 use crate::metrics::{Drop, Proto};
 use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
+use crate::pipeline::{Admitted, Pipeline};
 use crate::wire::HEADER_LEN;
 
 /// Limits of the TCP listener.
@@ -117,7 +117,7 @@ impl Registry {
 }
 
 /// Accepts connections on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimits, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, pipeline: Arc<Pipeline>, limits: TcpLimits, mut stop: watch::Receiver<bool>) {
     let acceptor = Acceptor::new(listener, "dns");
     let registry = Arc::new(Registry::default());
     loop {
@@ -127,9 +127,9 @@ pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimi
         };
         if registry.live() >= limits.max_connections as usize {
             if registry.evict_idle() {
-                handler.metrics.tcp_evicted.increment(1);
+                pipeline.metrics.tcp_evicted.increment(1);
             } else {
-                handler.metrics.tcp_rejected.increment(1);
+                pipeline.metrics.tcp_rejected.increment(1);
                 drop(stream);
                 continue;
             }
@@ -140,13 +140,13 @@ pub async fn serve(listener: TcpListener, handler: Arc<Handler>, limits: TcpLimi
             conns.push(conn.clone());
             conns.len()
         };
-        handler.metrics.tcp_connections.set(n as f64);
-        let (handler, registry, stop) = (handler.clone(), registry.clone(), stop.clone());
+        pipeline.metrics.tcp_connections.set(n as f64);
+        let (pipeline, registry, stop) = (pipeline.clone(), registry.clone(), stop.clone());
         tokio::spawn(async move {
-            let end = connection(stream, peer, &handler, limits.idle, &conn, stop).await;
+            let end = connection(stream, peer, &pipeline, limits.idle, &conn, stop).await;
             tracing::debug!(%peer, ?end, "TCP client connection closed");
             let n = registry.remove(&conn);
-            handler.metrics.tcp_connections.set(n as f64);
+            pipeline.metrics.tcp_connections.set(n as f64);
         });
     }
 }
@@ -182,7 +182,7 @@ async fn send(w: &tokio::sync::Mutex<OwnedWriteHalf>, conn: &Conn, msg: &[u8]) -
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    handler: &Arc<Handler>,
+    pipeline: &Arc<Pipeline>,
     idle: Duration,
     conn: &Arc<Conn>,
     mut stop: watch::Receiver<bool>,
@@ -192,7 +192,7 @@ async fn connection(
     let w = Arc::new(tokio::sync::Mutex::new(w));
     let mut out = BytesMut::with_capacity(512);
     loop {
-        let mut msg = tokio::select! {
+        let msg = tokio::select! {
             m = read_frame(&mut r, idle, MESSAGE_TIMEOUT, || conn.busy() == 0) => match m {
                 Ok(m) => m,
                 Err(e) => return End::Read(e),
@@ -201,7 +201,7 @@ async fn connection(
             _ = stop.wait_for(|s| *s) => return End::Stopped,
         };
         if msg.len() < HEADER_LEN {
-            handler.metrics.dropped(Drop::Short);
+            pipeline.metrics.dropped(Drop::Short);
             return End::ShortFrame(msg.len());
         }
         conn.touch();
@@ -213,23 +213,23 @@ async fn connection(
         };
         let started = Instant::now();
         out.clear();
-        match handler.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
+        match pipeline.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
             Admitted::Answered { rcode, source } => {
                 if !send(&w, conn, &out).await {
-                    handler.metrics.dropped(Drop::SendFailed);
+                    pipeline.metrics.dropped(Drop::SendFailed);
                     return End::Closed;
                 }
-                handler.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
+                pipeline.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
-                let (handler, w, conn) = (handler.clone(), w.clone(), conn.clone());
+                let (pipeline, w, conn) = (pipeline.clone(), w.clone(), conn.clone());
                 tokio::spawn(async move {
-                    let answer = handler.forward(&mut msg, &q, Proto::Tcp).await;
+                    let answer = pipeline.serve(msg, &q, Proto::Tcp).await;
                     if send(&w, &conn, &answer.bytes).await {
-                        handler.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
+                        pipeline.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
                     } else {
-                        handler.metrics.dropped(Drop::SendFailed);
+                        pipeline.metrics.dropped(Drop::SendFailed);
                     }
                     drop(slot);
                     drop(guard);

@@ -9,15 +9,15 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::handler::{Admitted, Handler};
 use crate::metrics::{Drop, Proto};
+use crate::pipeline::{Admitted, Pipeline};
 use crate::wire::MAX_MESSAGE;
 
 /// Bytes reserved at a time for copies of forwarded queries.
 const SLAB: usize = 64 * 1024;
 
 /// Serves `sock` until `stop` turns true.
-pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut out = BytesMut::with_capacity(1024);
     let mut slab = BytesMut::with_capacity(SLAB);
@@ -35,28 +35,28 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
         };
         let started = Instant::now();
         out.clear();
-        match handler.admit(&buf[..n], Proto::Udp, peer.ip(), &mut out) {
+        match pipeline.admit(&buf[..n], Proto::Udp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
             Admitted::Answered { rcode, source } => {
                 if sock.send_to(&out, peer).await.is_err() {
-                    handler.metrics.dropped(Drop::SendFailed);
+                    pipeline.metrics.dropped(Drop::SendFailed);
                 }
-                handler.metrics.response(Proto::Udp, source, rcode, started.elapsed());
+                pipeline.metrics.response(Proto::Udp, source, rcode, started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 if slab.capacity() < n {
                     slab.reserve(SLAB.max(n));
                 }
                 slab.extend_from_slice(&buf[..n]);
-                let mut msg = slab.split();
+                let msg = slab.split();
                 let sock = sock.clone();
-                let handler = handler.clone();
+                let pipeline = pipeline.clone();
                 tokio::spawn(async move {
-                    let answer = handler.forward(&mut msg, &q, Proto::Udp).await;
+                    let answer = pipeline.serve(msg, &q, Proto::Udp).await;
                     if sock.send_to(&answer.bytes, peer).await.is_err() {
-                        handler.metrics.dropped(Drop::SendFailed);
+                        pipeline.metrics.dropped(Drop::SendFailed);
                     }
-                    handler.metrics.response(Proto::Udp, answer.source, answer.rcode, started.elapsed());
+                    pipeline.metrics.response(Proto::Udp, answer.source, answer.rcode, started.elapsed());
                     drop(guard);
                 });
             }

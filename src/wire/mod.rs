@@ -9,6 +9,7 @@
 mod header;
 mod name;
 mod opt;
+mod query;
 mod question;
 mod records;
 mod reply;
@@ -18,6 +19,7 @@ mod validate;
 pub use header::{HEADER_LEN, Header, set_id};
 pub use name::{Name, for_each_label, labels, name_eq_ignore_case, skip_name, to_dotted};
 pub use opt::{Opt, find_opt};
+pub use query::{FLAG_CD, FLAG_DO, NameBuf, ParsedQuery, internal_query};
 pub use question::{Question, parse_question, write_query};
 pub use records::{RecordRef, Records, Section, answers_type, min_ttl, rewrite_ttls};
 pub use reply::{
