@@ -286,3 +286,6 @@ impl Pipeline {
         self.admission.wait_idle().await
     }
 }
+
+#[cfg(test)]
+mod tests;
