@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::labels::UpstreamReason;
+
 /// A client connection that cannot be served (malformed queries are answered, not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,16 +30,16 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The `reason` label of `podns_upstream_errors_total`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> UpstreamReason {
         match self {
-            UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::Refused(_) => "refused",
-            UpstreamError::Rcode(_, 2) => "servfail",
-            UpstreamError::Rcode(_, 5) => "rcode_refused",
-            UpstreamError::Rcode(..) => "rcode",
-            UpstreamError::Io(..) => "io",
-            UpstreamError::Closed(_) => "closed",
-            UpstreamError::Malformed(_) => "malformed",
+            UpstreamError::Timeout(_) => UpstreamReason::Timeout,
+            UpstreamError::Refused(_) => UpstreamReason::Refused,
+            UpstreamError::Rcode(_, 2) => UpstreamReason::Servfail,
+            UpstreamError::Rcode(_, 5) => UpstreamReason::RcodeRefused,
+            UpstreamError::Rcode(..) => UpstreamReason::Rcode,
+            UpstreamError::Io(..) => UpstreamReason::Io,
+            UpstreamError::Closed(_) => UpstreamReason::Closed,
+            UpstreamError::Malformed(_) => UpstreamReason::Malformed,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 /// `podns inject` lives in [`k8s::inject`]; this path is kept for the tests and tools that use it.
 pub use k8s::inject;
 pub mod k8s;
+pub mod labels;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;

@@ -4,8 +4,8 @@
 //! `podns_` prefix. Handles for every label combination known up front are registered once at
 //! start, so the per-packet path only bumps atomics: no string formatting, no registry lookup.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{
@@ -15,6 +15,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Notify;
 
 use crate::error::StartError;
+pub use crate::labels::{Drop, Proto, SearchAction, Source, UpstreamReason};
+use crate::policy::aaaa::Reason;
 use crate::wire;
 
 pub const REQUESTS_TOTAL: &str = "podns_requests_total";
@@ -34,7 +36,16 @@ pub const TCP_REJECTED_TOTAL: &str = "podns_tcp_connections_rejected_total";
 pub const TCP_EVICTED_TOTAL: &str = "podns_tcp_connections_evicted_total";
 pub const UNWANTED_ACTIONS_TOTAL: &str = "podns_unwanted_reply_actions_total";
 pub const HTTP_REJECTED_TOTAL: &str = "podns_http_connections_rejected_total";
+pub const REQUEST_SIZE: &str = "podns_request_size_bytes";
+pub const RESPONSE_SIZE: &str = "podns_response_size_bytes";
 pub const BUILD_INFO: &str = "podns_build_info";
+
+/// The git revision podns was built from (`PODNS_REVISION` at build time, as the image build
+/// sets it; "unknown" otherwise).
+pub const REVISION: &str = match option_env!("PODNS_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
 pub const CACHE_ENTRIES: &str = "podns_cache_entries";
 pub const CACHE_BYTES: &str = "podns_cache_bytes";
 pub const CACHE_HITS_TOTAL: &str = "podns_cache_hits_total";
@@ -51,62 +62,40 @@ pub fn duration_buckets() -> Vec<f64> {
     (0..16).map(|n| 0.00025 * f64::from(1u32 << n)).collect()
 }
 
-/// Transport a query arrived on (`proto` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Udp = 0,
-    Tcp = 1,
+/// CoreDNS's message size buckets (`coredns_dns_request_size_bytes`), in octets.
+pub const SIZE_BUCKETS: [f64; 14] =
+    [0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16e3, 32e3, 48e3, 64e3];
+
+/// `family` label values, as CoreDNS: "1" for IPv4, "2" for IPv6 (the address family numbers
+/// of RFC 1700 / IANA).
+const FAMILIES: [&str; 2] = ["1", "2"];
+
+/// Handles registered when first used: an idle pod exports only the series something has
+/// happened to, not every combination of labels (at a thousand pods the difference is half a
+/// million series for Prometheus to hold). After the first use a handle is an atomic.
+struct Lazy<T> {
+    slots: Box<[OnceLock<T>]>,
 }
 
-impl Proto {
-    pub fn label(self) -> &'static str {
-        ["udp", "tcp"][self as usize]
+impl<T> Lazy<T> {
+    fn new(n: usize) -> Lazy<T> {
+        Lazy { slots: (0..n).map(|_| OnceLock::new()).collect() }
+    }
+
+    #[inline]
+    fn get(&self, i: usize, make: impl FnOnce() -> T) -> &T {
+        self.slots[i].get_or_init(make)
     }
 }
 
-/// Who produced the answer a client got (`source` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Relayed from an upstream.
-    Upstream = 0,
-    /// Served from the answer cache.
-    Cache = 1,
-    /// Served from an expired cache entry because every upstream failed (RFC 8767).
-    Stale = 2,
-    /// Written by a podns policy (search collapse, AAAA handling).
-    Synthesized = 3,
-    /// An error podns answered itself: FORMERR, NOTIMP, BADVERS, or SERVFAIL when upstreams
-    /// failed or too many queries were in flight.
-    Error = 4,
-}
-
-const SOURCES: [&str; 5] = ["upstream", "cache", "stale", "synthesized", "error"];
-const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
-
-/// Reasons a packet is dropped without a reply (`reason` label of `podns_dropped_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
-    /// Shorter than a header: nothing to answer to.
-    Short = 0,
-    /// QR set: a response sent to us; answering could make a reflection loop.
-    Response = 1,
-    /// The reply could not be sent back to the client.
-    SendFailed = 2,
-}
-
-const SYNTH_REASONS: [&str; 6] = ["servfail", "refused", "timeout", "rule", "no_ipv6", "root_zone"];
-
-/// Values of the `action` label of `podns_search_total`, in `server::collapse::Action` order.
-const SEARCH_ACTIONS: [&str; 3] = ["impossible", "collapsed", "forwarded"];
-
-const DROPS: [&str; 3] = ["short", "response", "send_failed"];
-
-/// Pre-registered handles for the per-packet path.
+/// Handles for the per-packet path.
 pub struct Metrics {
-    requests: Vec<Counter>,
-    responses: Vec<Counter>,
-    request_duration: Vec<Histogram>,
-    dropped: Vec<Counter>,
+    requests: Lazy<Counter>,
+    responses: Lazy<Counter>,
+    request_duration: Lazy<Histogram>,
+    request_size: Lazy<Histogram>,
+    response_size: Lazy<Histogram>,
+    dropped: Lazy<Counter>,
     pub inflight: Gauge,
     pub inflight_rejected: Counter,
     pub truncated: Counter,
@@ -114,8 +103,8 @@ pub struct Metrics {
     pub tcp_connections: Gauge,
     pub tcp_rejected: Counter,
     pub tcp_evicted: Counter,
-    synthesized: Vec<Counter>,
-    search: [Counter; 3],
+    synthesized: Lazy<Counter>,
+    search: Lazy<Counter>,
     search_saved: Counter,
     samples: AtomicU64,
     upkeep: Arc<Notify>,
@@ -125,41 +114,20 @@ pub struct Metrics {
 /// memory that samples take when nobody scrapes, without a timer that wakes an idle process.
 const UPKEEP_EVERY: u64 = 8192;
 
-fn index_of(set: &[&str], label: &str) -> usize {
-    set.iter().position(|s| *s == label).unwrap_or(set.len() - 1)
-}
+const TYPES: usize = wire::TYPE_LABELS.len();
 
 impl Metrics {
-    /// Registers every fixed-label handle with the installed recorder (or no-op handles when
-    /// none is installed, as in unit tests).
+    /// Creates the handles; the few unlabelled series are registered now, labelled ones when
+    /// first used (no-op handles when no recorder is installed, as in unit tests).
     pub fn new() -> Metrics {
-        let mut requests = Vec::with_capacity(2 * FAMILIES.len() * wire::TYPE_LABELS.len());
-        for proto in ["udp", "tcp"] {
-            for family in FAMILIES {
-                for t in wire::TYPE_LABELS {
-                    requests.push(counter!(REQUESTS_TOTAL, "proto" => proto, "family" => family, "type" => t));
-                }
-            }
-        }
-        let mut responses = Vec::with_capacity(wire::RCODE_LABELS.len() * SOURCES.len());
-        for rc in wire::RCODE_LABELS {
-            for s in SOURCES {
-                responses.push(counter!(RESPONSES_TOTAL, "rcode" => rc, "source" => s));
-            }
-        }
-        let mut request_duration = Vec::with_capacity(2 * SOURCES.len());
-        for proto in ["udp", "tcp"] {
-            for s in SOURCES {
-                request_duration.push(histogram!(REQUEST_DURATION, "proto" => proto, "source" => s));
-            }
-        }
-        let dropped = DROPS.iter().map(|r| counter!(DROPPED_TOTAL, "reason" => *r)).collect();
-        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => REVISION).set(1.0);
         Metrics {
-            requests,
-            responses,
-            request_duration,
-            dropped,
+            requests: Lazy::new(Proto::COUNT * FAMILIES.len() * TYPES),
+            responses: Lazy::new(wire::RCODE_LABELS.len() * Source::COUNT),
+            request_duration: Lazy::new(Proto::COUNT * Source::COUNT * TYPES),
+            request_size: Lazy::new(Proto::COUNT),
+            response_size: Lazy::new(Proto::COUNT),
+            dropped: Lazy::new(Drop::COUNT),
             inflight: gauge!(INFLIGHT),
             inflight_rejected: counter!(INFLIGHT_REJECTED_TOTAL),
             truncated: counter!(TRUNCATED_TOTAL),
@@ -167,48 +135,66 @@ impl Metrics {
             tcp_connections: gauge!(TCP_CONNECTIONS),
             tcp_rejected: counter!(TCP_REJECTED_TOTAL),
             tcp_evicted: counter!(TCP_EVICTED_TOTAL),
-            synthesized: wire::TYPE_LABELS
-                .iter()
-                .flat_map(|t| {
-                    SYNTH_REASONS.iter().map(move |r| counter!(SYNTHESIZED_TOTAL, "type" => *t, "reason" => *r))
-                })
-                .collect(),
-            search: SEARCH_ACTIONS.map(|a| counter!(SEARCH_TOTAL, "action" => a)),
+            synthesized: Lazy::new(TYPES * Reason::COUNT),
+            search: Lazy::new(SearchAction::COUNT),
             search_saved: counter!(SEARCH_SAVED_TOTAL),
             samples: AtomicU64::new(0),
             upkeep: Arc::new(Notify::new()),
         }
     }
 
-    /// Counts a query that passed admission.
+    /// Counts a query that passed admission, `size` octets long.
     #[inline]
-    pub fn request(&self, proto: Proto, ipv6: bool, qtype: u16) {
+    pub fn request(&self, proto: Proto, ipv6: bool, qtype: u16, size: usize) {
         let t = wire::type_index(qtype);
-        self.requests[(proto as usize * 2 + ipv6 as usize) * wire::TYPE_LABELS.len() + t].increment(1);
+        let i = (proto.index() * 2 + ipv6 as usize) * TYPES + t;
+        self.requests
+            .get(i, || {
+                counter!(REQUESTS_TOTAL, "proto" => proto.label(), "family" => FAMILIES[ipv6 as usize], "type" => wire::TYPE_LABELS[t])
+            })
+            .increment(1);
+        self.request_size.get(proto.index(), || histogram!(REQUEST_SIZE, "proto" => proto.label())).record(size as f64);
     }
 
-    /// Counts an answer sent to a client and records how long the client waited for it.
+    /// Counts an answer of `size` octets sent to a client for a query of type `qtype` (0 when
+    /// the query could not be read), and records how long the client waited for it.
     #[inline]
-    pub fn response(&self, proto: Proto, source: Source, rcode: u16, elapsed: Duration) {
+    pub fn response(&self, proto: Proto, source: Source, rcode: u16, qtype: u16, size: usize, elapsed: Duration) {
         let rc = wire::rcode_index(rcode);
-        self.responses[rc * SOURCES.len() + source as usize].increment(1);
-        self.request_duration[proto as usize * SOURCES.len() + source as usize].record(elapsed.as_secs_f64());
+        self.responses
+            .get(
+                rc * Source::COUNT + source.index(),
+                || counter!(RESPONSES_TOTAL, "rcode" => wire::RCODE_LABELS[rc], "source" => source.label()),
+            )
+            .increment(1);
+        let t = wire::type_index(qtype);
+        self.request_duration
+            .get((proto.index() * Source::COUNT + source.index()) * TYPES + t, || {
+                histogram!(REQUEST_DURATION, "proto" => proto.label(), "source" => source.label(), "type" => wire::TYPE_LABELS[t])
+            })
+            .record(elapsed.as_secs_f64());
+        self.response_size
+            .get(proto.index(), || histogram!(RESPONSE_SIZE, "proto" => proto.label()))
+            .record(size as f64);
         self.sampled();
     }
 
-    /// Counts an answer the AAAA handling synthesized.
+    /// Counts an answer a policy synthesized.
     #[inline]
-    pub fn synthesized(&self, qtype: u16, reason: crate::policy::aaaa::Reason) {
+    pub fn synthesized(&self, qtype: u16, reason: Reason) {
         let t = wire::type_index(qtype);
-        let r = index_of(&SYNTH_REASONS, reason.label());
-        self.synthesized[t * SYNTH_REASONS.len() + r].increment(1);
+        self.synthesized
+            .get(
+                t * Reason::COUNT + reason.index(),
+                || counter!(SYNTHESIZED_TOTAL, "type" => wire::TYPE_LABELS[t], "reason" => reason.label()),
+            )
+            .increment(1);
     }
 
-    /// Counts a search-collapse decision (index into `impossible`, `collapsed`, `forwarded`)
-    /// and the upstream queries it saved.
+    /// Counts a search-collapse decision and the upstream queries it saved.
     #[inline]
-    pub fn search(&self, action: usize, saved: u64) {
-        self.search[action].increment(1);
+    pub fn search(&self, action: SearchAction, saved: u64) {
+        self.search.get(action.index(), || counter!(SEARCH_TOTAL, "action" => action.label())).increment(1);
         if saved > 0 {
             self.search_saved.increment(saved);
         }
@@ -217,10 +203,10 @@ impl Metrics {
     /// Counts a packet dropped without a reply.
     #[inline]
     pub fn dropped(&self, why: Drop) {
-        self.dropped[why as usize].increment(1);
+        self.dropped.get(why.index(), || counter!(DROPPED_TOTAL, "reason" => why.label())).increment(1);
     }
 
-    /// Notes one histogram sample; every [`UPKEEP_EVERY`] samples wakes the upkeep task.
+    /// Notes histogram samples; every [`UPKEEP_EVERY`] wakes the upkeep task.
     #[inline]
     pub fn sampled(&self) {
         if self.samples.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
@@ -242,42 +228,49 @@ impl Default for Metrics {
 
 /// Handles for one upstream, labelled with its address (`to`).
 pub struct UpstreamMetrics {
-    pub requests_udp: Counter,
-    pub requests_tcp: Counter,
+    to: String,
+    requests: Lazy<Counter>,
     pub healthy: Gauge,
-    errors: Vec<Counter>,
-    durations: Vec<Histogram>,
+    errors: Lazy<Counter>,
+    durations: Lazy<Histogram>,
 }
-
-const UPSTREAM_REASONS: [&str; 9] =
-    ["timeout", "refused", "servfail", "rcode_refused", "rcode", "io", "closed", "malformed", "mismatch"];
 
 impl UpstreamMetrics {
     pub fn new(to: &str) -> UpstreamMetrics {
-        let to = to.to_string();
         UpstreamMetrics {
-            requests_udp: counter!(UPSTREAM_REQUESTS_TOTAL, "to" => to.clone(), "proto" => "udp"),
-            requests_tcp: counter!(UPSTREAM_REQUESTS_TOTAL, "to" => to.clone(), "proto" => "tcp"),
-            healthy: gauge!(UPSTREAM_HEALTHY, "to" => to.clone()),
-            errors: UPSTREAM_REASONS
-                .iter()
-                .map(|r| counter!(UPSTREAM_ERRORS_TOTAL, "to" => to.clone(), "reason" => *r))
-                .collect(),
-            durations: wire::RCODE_LABELS
-                .iter()
-                .map(|rc| histogram!(UPSTREAM_DURATION, "to" => to.clone(), "rcode" => *rc))
-                .collect(),
+            to: to.to_string(),
+            requests: Lazy::new(Proto::COUNT),
+            // Registered at once: "no healthy upstream" is an alert, which needs the series.
+            healthy: gauge!(UPSTREAM_HEALTHY, "to" => to.to_string()),
+            errors: Lazy::new(UpstreamReason::COUNT),
+            durations: Lazy::new(wire::RCODE_LABELS.len()),
         }
     }
 
-    /// Counts a failed or rejected exchange; `reason` is one of the `reason` label values.
-    pub fn error(&self, reason: &str) {
-        self.errors[index_of(&UPSTREAM_REASONS, reason)].increment(1);
+    /// Counts a query sent to this upstream.
+    #[inline]
+    pub fn request(&self, proto: Proto) {
+        self.requests
+            .get(proto.index(), || counter!(UPSTREAM_REQUESTS_TOTAL, "to" => self.to.clone(), "proto" => proto.label()))
+            .increment(1);
+    }
+
+    /// Counts a failed or rejected exchange.
+    pub fn error(&self, reason: UpstreamReason) {
+        self.errors
+            .get(
+                reason.index(),
+                || counter!(UPSTREAM_ERRORS_TOTAL, "to" => self.to.clone(), "reason" => reason.label()),
+            )
+            .increment(1);
     }
 
     /// Records an upstream reply's round-trip time under its rcode.
     pub fn answered(&self, rcode: u16, rtt: Duration) {
-        self.durations[wire::rcode_index(rcode)].record(rtt.as_secs_f64());
+        let rc = wire::rcode_index(rcode);
+        self.durations
+            .get(rc, || histogram!(UPSTREAM_DURATION, "to" => self.to.clone(), "rcode" => wire::RCODE_LABELS[rc]))
+            .record(rtt.as_secs_f64());
     }
 }
 
@@ -324,6 +317,8 @@ pub fn install() -> Result<PrometheusHandle, StartError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
         .map_err(|e| StartError::Metrics(e.to_string()))?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &SIZE_BUCKETS)
+        .map_err(|e| StartError::Metrics(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -334,7 +329,7 @@ pub fn install() -> Result<PrometheusHandle, StartError> {
 fn describe() {
     describe_counter!(
         REQUESTS_TOTAL,
-        "Queries received from clients, by transport, client address family and query type."
+        "Queries received from clients, by transport, client address family (1 IPv4, 2 IPv6) and query type."
     );
     describe_counter!(
         RESPONSES_TOTAL,
@@ -343,7 +338,7 @@ fn describe() {
     describe_histogram!(
         REQUEST_DURATION,
         metrics::Unit::Seconds,
-        "Time from receiving a client query to sending its answer."
+        "Time from receiving a client query to sending its answer, by transport, source and query type."
     );
     describe_counter!(UPSTREAM_REQUESTS_TOTAL, "Queries sent to each upstream, by transport.");
     describe_histogram!(
@@ -369,7 +364,9 @@ fn describe() {
         TCP_REJECTED_TOTAL,
         "TCP client connections closed at once because --tcp-max-connections were open."
     );
-    describe_gauge!(BUILD_INFO, "Always 1; the version label says which podns runs.");
+    describe_histogram!(REQUEST_SIZE, metrics::Unit::Bytes, "Size of client queries, by transport.");
+    describe_histogram!(RESPONSE_SIZE, metrics::Unit::Bytes, "Size of answers sent to clients, by transport.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version and revision labels say which podns runs.");
     describe_gauge!(CACHE_ENTRIES, "Entries in the answer cache, by kind (success, denial).");
     describe_gauge!(CACHE_BYTES, "Bytes held by the answer cache (replies, keys and per-entry overhead).");
     describe_counter!(CACHE_HITS_TOTAL, "Answers served from the cache, by kind (success, denial, stale).");
@@ -403,8 +400,8 @@ mod tests {
     }
 
     #[test]
-    fn labels_fall_back_to_other() {
-        assert_eq!(index_of(&UPSTREAM_REASONS, "mismatch"), UPSTREAM_REASONS.len() - 1);
-        assert_eq!(index_of(&SYNTH_REASONS, "no_ipv6"), 4);
+    fn sizes_use_coredns_buckets() {
+        assert_eq!(SIZE_BUCKETS[5], 511.0);
+        assert_eq!(SIZE_BUCKETS.len(), 14);
     }
 }

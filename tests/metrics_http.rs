@@ -39,7 +39,7 @@ async fn metrics_show_histogram_and_counters_after_queries() {
     );
     assert!(v("podns_requests_total", &[("proto", "udp"), ("type", "A")]) >= n, "requests udp A:\n{text}");
     assert!(v("podns_requests_total", &[("proto", "tcp"), ("type", "AAAA")]) >= n, "requests tcp AAAA:\n{text}");
-    assert!(v("podns_requests_total", &[("family", "ipv4")]) >= 2.0 * n, "requests ipv4:\n{text}");
+    assert!(v("podns_requests_total", &[("family", "1")]) >= 2.0 * n, "requests ipv4:\n{text}");
     assert!(
         v("podns_responses_total", &[("rcode", "NOERROR"), ("source", "upstream")]) >= 2.0 * n,
         "responses NOERROR upstream:\n{text}"
@@ -56,6 +56,37 @@ async fn metrics_show_histogram_and_counters_after_queries() {
     assert_eq!(v("podns_upstream_healthy", &[("to", &to)]), 1.0, "upstream healthy:\n{text}");
     assert!(metric_sum(&text, "podns_build_info", &[]).is_some(), "build info:\n{text}");
     assert!(metric_sum(&text, "podns_inflight_queries", &[]).is_some(), "inflight gauge:\n{text}");
+    // AAAA latency apart from A latency, and message sizes, as CoreDNS exports them.
+    assert!(v("podns_request_duration_seconds_count", &[("type", "AAAA")]) >= n, "AAAA latency:\n{text}");
+    assert!(v("podns_request_size_bytes_count", &[("proto", "udp")]) >= n, "request sizes:\n{text}");
+    assert!(v("podns_response_size_bytes_count", &[("proto", "tcp")]) >= n, "response sizes:\n{text}");
+    assert!(text.contains("podns_build_info{version="), "build info labels:\n{text}");
+}
+
+/// Series (sample lines) in a Prometheus text exposition.
+fn series(text: &str) -> usize {
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pod_exports_a_few_dozen_series_and_a_query_adds_only_its_own() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    let idle = podns.metrics_text().await;
+    // Labelled series are registered when first used: before any client query only the
+    // unlabelled ones, the upstream's health, and the readiness probe's own exchange exist.
+    assert!(series(&idle) <= 60, "{} series while idle:\n{idle}", series(&idle));
+    assert!(!idle.contains("podns_requests_total{"), "no request series before a request:\n{idle}");
+    let reply = udp_query(podns.addr(), &query("one.example.com", RecordType::A)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let after = podns.metrics_text().await;
+    let added = series(&after) - series(&idle);
+    eprintln!("series: {} idle, {} after one query", series(&idle), series(&after));
+    // One request counter, one response counter, three histograms (duration and the two
+    // sizes, each 14 to 17 bucket lines plus sum and count), and the upstream's request and
+    // round-trip series.
+    assert!(added < 90, "one query added {added} series:\n{after}");
+    assert!(after.contains("podns_requests_total{proto=\"udp\",family=\"1\",type=\"A\"} 1"), "{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,8 @@ use crate::wire::{ParsedQuery, error_reply, rcode};
 pub enum Admitted {
     /// Nothing is sent back.
     Dropped,
-    /// An answer was written to the output buffer.
-    Answered { rcode: u16, source: Source },
+    /// An answer was written to the output buffer; `qtype` is 0 when no question was read.
+    Answered { rcode: u16, source: Source, qtype: u16 },
     /// The query goes on to the chain; the guard holds its in-flight slot.
     Forward(ParsedQuery, InflightGuard),
 }
@@ -74,10 +74,10 @@ impl Admission {
             }
             Decision::Reject { header, rcode, question, opt } => {
                 error_reply(msg, &header, question.as_ref(), rcode, opt.as_ref(), out);
-                Err(Admitted::Answered { rcode, source: Source::Error })
+                Err(Admitted::Answered { rcode, source: Source::Error, qtype: question.map_or(0, |q| q.qtype) })
             }
             Decision::Query(q) => {
-                self.metrics.request(proto, peer.is_ipv6(), q.question.qtype);
+                self.metrics.request(proto, peer.is_ipv6(), q.question.qtype, msg.len());
                 Ok(q)
             }
         }
@@ -96,7 +96,7 @@ impl Admission {
         let reject = |out: &mut BytesMut| {
             self.metrics.inflight_rejected.increment(1);
             error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
-            Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error }
+            Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error, qtype: q.question.qtype }
         };
         let Some(bucket) = self.shares.take(peer, proto) else {
             return reject(out);

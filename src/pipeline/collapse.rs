@@ -14,7 +14,7 @@ use bytes::BytesMut;
 
 use super::{Action, CollapseConfig, Probes, Reply, Request, Resolved, Service, ask};
 use crate::error::ResolveError;
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{Metrics, SearchAction, Source};
 use crate::policy::aaaa::TIMEOUT_TTL;
 pub use crate::policy::collapse::CollapseMode;
 use crate::policy::collapse::{
@@ -24,14 +24,6 @@ use crate::policy::search::{SearchClass, classify};
 use crate::wire::{
     Header, ParsedQuery, Soa, answers_type, cname_reply, min_ttl, negative_reply, parse_question, rcode,
 };
-
-/// What the collapse did (`action` label of `podns_search_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchAction {
-    Impossible = 0,
-    Collapsed = 1,
-    Forwarded = 2,
-}
 
 /// The collapse in front of `next`; a pass-through without a search list.
 pub struct Collapse<N> {
@@ -102,11 +94,11 @@ impl<N: Service> Service for Collapse<N> {
         let (search_index, prefix_len, tld) = match classify(req.name(), cfg) {
             SearchClass::NotSearch => return self.next.call(req).await,
             SearchClass::Other { .. } => {
-                self.metrics.search(SearchAction::Forwarded as usize, 0);
+                self.metrics.search(SearchAction::Forwarded, 0);
                 return self.next.call(req).await;
             }
             SearchClass::Impossible { .. } => {
-                self.metrics.search(SearchAction::Impossible as usize, 1);
+                self.metrics.search(SearchAction::Impossible, 1);
                 let soa = Soa::Cluster(cfg.cluster_domain().wire());
                 return Ok(Self::denial(&req.msg, &req.q, rcode::NXDOMAIN, synth_ttl, soa, Action::Impossible));
             }
@@ -117,7 +109,7 @@ impl<N: Service> Service for Collapse<N> {
         let probe = tokio::time::timeout(self.wait, probes.tld_may_exist(&self.next, &req.name()[tld]));
         let (may_exist, probe_queries) = probe.await.unwrap_or((None, 0));
         if may_exist != Some(false) {
-            self.metrics.search(SearchAction::Forwarded as usize, 0);
+            self.metrics.search(SearchAction::Forwarded, 0);
             return self.next.call(req).await;
         }
         let name = req.name();
@@ -139,7 +131,7 @@ impl<N: Service> Service for Collapse<N> {
         }
         let result = policy::outcome(verdicts);
         let saved = saved_queries(cfg.search().len(), search_index, result, spent);
-        self.metrics.search(SearchAction::Collapsed as usize, saved);
+        self.metrics.search(SearchAction::Collapsed, saved);
         let is_own = |i: usize| candidates[i].eq_ignore_ascii_case(name);
         let owner_is_own = matches!(result, policy::Outcome::Owner(i) if is_own(i));
         let (msg, q) = (&req.msg, &req.q);

@@ -237,7 +237,7 @@ impl Pipeline {
         if self.chain.hit(msg, &q, out)
             && let Some(rcode) = shape(out, msg, &q, proto, &self.metrics)
         {
-            return Admitted::Answered { rcode, source: Source::Cache };
+            return Admitted::Answered { rcode, source: Source::Cache, qtype: q.question.qtype };
         }
         out.clear();
         self.admission.take(msg, q, peer, proto, out)

@@ -42,31 +42,19 @@ impl AaaaMode {
     pub const ALL: [AaaaMode; 4] = [AaaaMode::Fix, AaaaMode::Nodata, AaaaMode::Auto, AaaaMode::Forward];
 }
 
-/// Why podns synthesized an answer (`reason` label of `podns_synthesized_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Servfail,
-    Refused,
-    Timeout,
-    /// `--aaaa-nodata-for` matched the name.
-    Rule,
-    /// `--aaaa nodata`, or `auto` without global IPv6.
-    NoIpv6,
-    /// Every upstream failed a single-label name: the root zone's answer
-    /// ([`crate::policy::root`]).
-    RootZone,
-}
-
-impl Reason {
-    pub fn label(self) -> &'static str {
-        match self {
-            Reason::Servfail => "servfail",
-            Reason::Refused => "refused",
-            Reason::Timeout => "timeout",
-            Reason::Rule => "rule",
-            Reason::NoIpv6 => "no_ipv6",
-            Reason::RootZone => "root_zone",
-        }
+crate::labelled! {
+    /// Why podns synthesized an answer (`reason` label of `podns_synthesized_total`).
+    pub enum Reason {
+        Servfail => "servfail",
+        Refused => "refused",
+        Timeout => "timeout",
+        /// `--aaaa-nodata-for` matched the name.
+        Rule => "rule",
+        /// `--aaaa nodata`, or `auto` without global IPv6.
+        NoIpv6 => "no_ipv6",
+        /// Every upstream failed a single-label name: the root zone's answer
+        /// ([`crate::policy::root`]).
+        RootZone => "root_zone",
     }
 }
 

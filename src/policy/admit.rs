@@ -3,7 +3,7 @@
 //! Never reflect (responses and runts are dropped, RFC 5452 §9.2 spirit), answer what cannot be
 //! served with the code RFC 1035 / RFC 6891 prescribe, and hand everything else on parsed.
 
-use crate::metrics::Drop;
+use crate::labels::Drop;
 pub use crate::wire::ParsedQuery;
 use crate::wire::{Header, Opt, Question, WireError, find_opt, parse_question, rcode};
 

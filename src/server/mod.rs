@@ -249,7 +249,7 @@ mod tests {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         s.set_reuse_port(true).unwrap();
         assert!(s.bind(&addr.into()).is_err());
-        let t = bind_tcp(addr).unwrap();
+        let t = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
         s.set_reuse_port(true).unwrap();
         s.set_reuse_address(true).unwrap();

@@ -215,19 +215,26 @@ async fn connection(
         out.clear();
         match pipeline.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
-            Admitted::Answered { rcode, source } => {
+            Admitted::Answered { rcode, source, qtype } => {
                 if !send(&w, conn, &out).await {
                     pipeline.metrics.dropped(Drop::SendFailed);
                     return End::Closed;
                 }
-                pipeline.metrics.response(Proto::Tcp, source, rcode, started.elapsed());
+                pipeline.metrics.response(Proto::Tcp, source, rcode, qtype, out.len(), started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 let (pipeline, w, conn) = (pipeline.clone(), w.clone(), conn.clone());
                 tokio::spawn(async move {
                     let answer = pipeline.serve(msg, &q, Proto::Tcp).await;
                     if send(&w, &conn, &answer.bytes).await {
-                        pipeline.metrics.response(Proto::Tcp, answer.source, answer.rcode, started.elapsed());
+                        pipeline.metrics.response(
+                            Proto::Tcp,
+                            answer.source,
+                            answer.rcode,
+                            q.question.qtype,
+                            answer.bytes.len(),
+                            started.elapsed(),
+                        );
                     } else {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }

@@ -37,11 +37,11 @@ pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watc
         out.clear();
         match pipeline.admit(&buf[..n], Proto::Udp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
-            Admitted::Answered { rcode, source } => {
+            Admitted::Answered { rcode, source, qtype } => {
                 if sock.send_to(&out, peer).await.is_err() {
                     pipeline.metrics.dropped(Drop::SendFailed);
                 }
-                pipeline.metrics.response(Proto::Udp, source, rcode, started.elapsed());
+                pipeline.metrics.response(Proto::Udp, source, rcode, qtype, out.len(), started.elapsed());
             }
             Admitted::Forward(q, guard) => {
                 if slab.capacity() < n {
@@ -56,7 +56,14 @@ pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watc
                     if sock.send_to(&answer.bytes, peer).await.is_err() {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }
-                    pipeline.metrics.response(Proto::Udp, answer.source, answer.rcode, started.elapsed());
+                    pipeline.metrics.response(
+                        Proto::Udp,
+                        answer.source,
+                        answer.rcode,
+                        q.question.qtype,
+                        answer.bytes.len(),
+                        started.elapsed(),
+                    );
                     drop(guard);
                 });
             }

@@ -24,6 +24,7 @@ pub use pending::{Delivery, PendingMap};
 pub use unwanted::{OnTrip, Unwanted};
 
 use crate::error::{ResolveError, UpstreamError};
+use crate::labels::UpstreamReason;
 use crate::metrics::UpstreamMetrics;
 use crate::policy::ParsedQuery;
 use crate::wire::{HEADER_LEN, Header, rcode};
@@ -262,7 +263,7 @@ impl Upstreams {
             let mut plain_parsed = *parsed;
             plain_parsed.opt = None;
             plain_parsed.header.arcount = 0;
-            up.metrics.error("rcode");
+            up.metrics.error(UpstreamReason::Rcode);
             ex = self.exchange(up, &mut plain, &plain_parsed, tcp, deadline).await?;
         }
         Ok(ex)
@@ -292,7 +293,7 @@ impl Upstreams {
             }
         };
         let Ok(header) = Header::parse(&reply) else {
-            up.metrics.error("malformed");
+            up.metrics.error(UpstreamReason::Malformed);
             return Err(UpstreamError::Malformed(up.addr));
         };
         up.metrics.answered(header.rcode(), sent.elapsed());
@@ -305,7 +306,7 @@ impl Upstreams {
             match up.transport.exchange(query, question, name_len, left, true).await {
                 Ok(full) => match Header::parse(&full) {
                     Ok(h) => ex = Exchange { reply: full, header: h, from: up.addr },
-                    Err(_) => up.metrics.error("malformed"),
+                    Err(_) => up.metrics.error(UpstreamReason::Malformed),
                 },
                 // The truncated reply still tells the client to retry over TCP itself.
                 Err(e) => up.metrics.error(e.reason()),

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use super::pending::{Delivery, PendingMap};
 use super::unwanted::Unwanted;
 use crate::error::UpstreamError;
+use crate::labels::{Proto, UpstreamReason};
 use crate::metrics::UpstreamMetrics;
 use crate::net::{MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
 
@@ -157,7 +158,7 @@ impl TcpPool {
                 }
                 let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
                 crate::wire::set_id(query, ticket.id);
-                self.metrics.requests_tcp.increment(1);
+                self.metrics.request(Proto::Tcp);
                 let written = write_frame(&mut *conn.writer.lock().await, query, MESSAGE_TIMEOUT).await;
                 let result = if written.is_err() {
                     self.retire(&conn);
@@ -207,10 +208,10 @@ impl TcpPool {
                 // A rejected reply fails its query, which the attempt loop counts as malformed.
                 Delivery::Delivered | Delivery::Rejected => conn.progress.store(now_ms(), Ordering::Relaxed),
                 Delivery::UnknownId | Delivery::WrongQuestion => {
-                    self.metrics.error("mismatch");
+                    self.metrics.error(UpstreamReason::Mismatch);
                     self.unwanted.record();
                 }
-                Delivery::Malformed => self.metrics.error("malformed"),
+                Delivery::Malformed => self.metrics.error(UpstreamReason::Malformed),
             }
         };
         self.retire(&conn);

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::pending::{Delivery, PendingMap, Ticket};
 use super::unwanted::Unwanted;
 use crate::error::UpstreamError;
+use crate::labels::{Proto, UpstreamReason};
 use crate::metrics::UpstreamMetrics;
 
 /// Largest UDP reply read from an upstream.
@@ -116,7 +117,7 @@ impl UdpPool {
         let ch = self.channel()?;
         let mut ticket: Ticket<'_> = ch.pending.register(&query[question_bytes], name_len);
         crate::wire::set_id(query, ticket.id);
-        self.metrics.requests_udp.increment(1);
+        self.metrics.request(Proto::Udp);
         if let Err(e) = ch.sock.send(query).await {
             return Err(io_error(self.addr, e));
         }
@@ -159,10 +160,10 @@ async fn read_replies(
                 // A rejected reply fails its query, which the attempt loop counts as malformed.
                 Delivery::Delivered | Delivery::Rejected => {}
                 Delivery::UnknownId | Delivery::WrongQuestion => {
-                    metrics.error("mismatch");
+                    metrics.error(UpstreamReason::Mismatch);
                     unwanted.record();
                 }
-                Delivery::Malformed => metrics.error("malformed"),
+                Delivery::Malformed => metrics.error(UpstreamReason::Malformed),
             },
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 ch.pending.fail_all(UpstreamError::Refused(addr));
