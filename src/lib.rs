@@ -4,7 +4,7 @@
 //! ([`upstream`], [`server`]). `main.rs` only wires these together.
 
 pub mod cache;
-pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod error;
 /// `podns inject` lives in [`k8s::inject`]; this path is kept for the tests and tools that use it.
@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod policy;
+pub mod resolv_conf;
 pub mod server;
 pub mod upstream;
 pub mod wire;

@@ -1,8 +1,15 @@
-//! Entry point: parses the configuration and wires the pieces together.
+//! The composition root: parses the flags, builds the typed configuration, assembles the query
+//! path from its parts ([`podns::pipeline::build`]) and hands it to the listeners.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use podns::config::{self, Command};
+use podns::cache::Cache;
+use podns::cli::{self, Command};
+use podns::config::Config;
+use podns::metrics::{CacheMetrics, Metrics};
+use podns::pipeline::{self, Parts};
+use podns::upstream::Upstreams;
 
 fn init_tracing(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
@@ -17,7 +24,7 @@ fn init_tracing(level: Option<&str>) {
 }
 
 fn main() -> ExitCode {
-    let cli = config::parse();
+    let cli = cli::parse();
     match cli.command {
         Some(Command::Inject(args)) => podns::inject::run(args),
         Some(Command::Uninject(args)) => podns::inject::run_uninject(args),
@@ -25,7 +32,7 @@ fn main() -> ExitCode {
             init_tracing(args.log_level.as_deref());
             podns::k8s::webhook::run(args)
         }
-        Some(Command::CaptureInit(args)) => podns::capture::run(args),
+        Some(Command::CaptureInit(args)) => podns::k8s::capture::run(args),
         None => {
             let args = cli.run;
             init_tracing(args.log_level.as_deref());
@@ -47,7 +54,28 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(podns::server::run(args, prometheus)) {
+            let resolv_conf = std::fs::read_to_string(&args.resolv_conf).ok();
+            let mut cfg = Config::new(&args, resolv_conf.as_deref());
+            let served = rt.block_on(async {
+                let metrics = Arc::new(Metrics::new());
+                if let Some(p) = &prometheus {
+                    tokio::spawn(podns::metrics::upkeep_task(p.clone(), metrics.upkeep_signal()));
+                }
+                let cache_metrics = CacheMetrics::new();
+                let pipeline = pipeline::build(Parts {
+                    upstreams: Upstreams::new(&cfg.upstream, metrics.tcp_fallback.clone()),
+                    cache: Cache::new(cfg.cache.clone(), cache_metrics.clone()),
+                    cache_metrics,
+                    metrics,
+                    servfail_ttl: cfg.servfail_ttl,
+                    aaaa: cfg.aaaa.clone(),
+                    collapse: cfg.collapse.take(),
+                    max_inflight: cfg.max_inflight,
+                    max_per_client: cfg.max_per_client,
+                });
+                podns::server::run(&cfg, pipeline, prometheus).await
+            });
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

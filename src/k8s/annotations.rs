@@ -12,7 +12,7 @@
 //! same for its `sidecar.istio.io/*` annotations (the injector's `validateAnnotations`).
 //!
 //! Values for proxy flags are checked by the proxy's own command-line parser
-//! ([`crate::config::Cli`]), so an annotation accepts exactly what the flag accepts.
+//! ([`crate::cli::Cli`]), so an annotation accepts exactly what the flag accepts.
 
 use std::net::SocketAddr;
 
@@ -141,7 +141,7 @@ pub fn read(metadata: &Node, what: &str) -> Result<Overrides, InjectError> {
             UPSTREAM => {
                 let ups = value
                     .split(',')
-                    .map(|u| crate::config::parse_upstream(u.trim()))
+                    .map(|u| crate::cli::parse_upstream(u.trim()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| bad(name, value, &format!("is not a list of IP[:PORT]: {e}")))?;
                 out.upstream = Some(ups);
@@ -153,7 +153,7 @@ pub fn read(metadata: &Node, what: &str) -> Result<Overrides, InjectError> {
             _ => {
                 let flag = def.flag.expect("every other annotation sets a flag");
                 let arg = format!("{flag}={value}");
-                if let Err(e) = crate::config::Cli::try_parse_from(["podns", arg.as_str()]) {
+                if let Err(e) = crate::cli::Cli::try_parse_from(["podns", arg.as_str()]) {
                     let msg = e.to_string();
                     let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
                     return Err(bad(name, value, &format!("is not a valid value of {flag} ({first})")));
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn every_flag_annotation_names_a_real_flag() {
         for a in ANNOTATIONS.iter().filter(|a| a.flag.is_some()) {
-            let help = crate::config::Cli::try_parse_from(["podns", "--help"]).unwrap_err().to_string();
+            let help = crate::cli::Cli::try_parse_from(["podns", "--help"]).unwrap_err().to_string();
             assert!(help.contains(a.flag.unwrap()), "{} sets {:?}, which podns does not have", a.name, a.flag);
             assert!(a.name.starts_with(PREFIX));
         }

@@ -9,6 +9,7 @@
 
 pub mod annotations;
 pub mod apiserver;
+pub mod capture;
 pub mod certs;
 pub mod inject;
 pub mod webhook;

@@ -33,9 +33,6 @@ const MAX_CLUSTER_DOMAIN: usize = MAX_NAME - 64 - 4;
 /// `<endpoint>.<cluster-id>.<svc>.<ns>` (multicluster), `<zone>._zone.<svc>.<ns>` (zonal).
 const MAX_SCHEMA_LABELS: usize = 4;
 
-/// glibc's `RES_MAXNDOTS`.
-const MAX_NDOTS: u8 = 15;
-
 /// The search configuration of the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchConfig {
@@ -79,38 +76,11 @@ impl SearchConfig {
         Ok(SearchConfig { search: names, in_cluster, ndots, cluster_domain: cd, namespace })
     }
 
-    /// Parses `search`/`domain` and `options ndots:N` lines of a resolv.conf text (glibc
-    /// semantics: last search/domain line wins; ndots default 1, capped at 15).
-    ///
-    /// As glibc's `res_init`: a keyword counts only at the start of a line and followed by a
-    /// space or tab; tokens are separated by spaces and tabs; a `search` or `domain` line with no
-    /// value is ignored; `domain` sets a one-entry search list; `ndots:` is read like `atoi`.
-    /// Without any search/domain line glibc falls back to the host name's domain, which a pure
-    /// function cannot know: the search list is then empty.
+    /// The search list and ndots of a resolv.conf text, read as glibc does
+    /// ([`crate::resolv_conf`]).
     pub fn from_resolv_conf(text: &str, cluster_domain: &str) -> Result<SearchConfig, String> {
-        let mut search: Vec<String> = Vec::new();
-        let mut ndots = 1u8;
-        let tokens =
-            |rest: &str| rest.split([' ', '\t']).filter(|t| !t.is_empty()).map(str::to_string).collect::<Vec<_>>();
-        for line in text.lines() {
-            if let Some(rest) = keyword(line, "domain") {
-                if let Some(d) = tokens(rest).into_iter().next() {
-                    search = vec![d];
-                }
-            } else if let Some(rest) = keyword(line, "search") {
-                let list = tokens(rest);
-                if !list.is_empty() {
-                    search = list;
-                }
-            } else if let Some(rest) = keyword(line, "options") {
-                for opt in tokens(rest) {
-                    if let Some(n) = opt.strip_prefix("ndots:") {
-                        ndots = parse_ndots(n);
-                    }
-                }
-            }
-        }
-        SearchConfig::new(&search, ndots, cluster_domain)
+        let rc = crate::resolv_conf::ResolvConf::parse(text);
+        SearchConfig::new(&rc.search, rc.ndots, cluster_domain)
     }
 
     /// The namespace: first label of the first search domain of the form `<ns>.svc.<cd>`.
@@ -135,27 +105,6 @@ impl SearchConfig {
     pub fn is_cluster_search(&self, i: usize) -> bool {
         self.in_cluster.get(i).copied().unwrap_or(false)
     }
-}
-
-/// The rest of `line` when it starts with `kw` followed by a space or tab (glibc's `MATCH`).
-fn keyword<'a>(line: &'a str, kw: &str) -> Option<&'a str> {
-    let rest = line.strip_prefix(kw)?;
-    rest.starts_with([' ', '\t']).then_some(rest)
-}
-
-/// `ndots:` value as glibc reads it: `atoi`, values above 15 become 15, and a negative value
-/// lands in the 4-bit field `ndots` as its low four bits.
-fn parse_ndots(s: &str) -> u8 {
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let v = digits
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .fold(0u64, |v, d| v.saturating_mul(10).saturating_add(u64::from(d - b'0')));
-    if neg { (v.wrapping_neg() & 0xf) as u8 } else { v.min(u64::from(MAX_NDOTS)) as u8 }
 }
 
 /// Number of labels of `name` above `suffix` when `suffix` is a label-aligned suffix of `name`

@@ -16,17 +16,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-pub use tcp::TcpLimits;
+pub use crate::config::TcpLimits;
 
-use crate::cache::{Cache, CacheConfig};
-use crate::config::RunArgs;
+use crate::config::Config;
 use crate::error::StartError;
-use crate::metrics::{CacheMetrics, Metrics};
-use crate::policy::aaaa::AaaaPolicy;
-use crate::policy::search::SearchConfig;
 
-use crate::pipeline::{self, CollapseConfig, CollapseMode, Parts, Pipeline};
-use crate::upstream::{UpstreamConfig, Upstreams};
+use crate::pipeline::Pipeline;
 use crate::wire::{Name, rtype};
 
 /// What `/ready` reports: listeners bound, an upstream has answered, not draining.
@@ -98,115 +93,28 @@ async fn shutdown_signal() {
     }
 }
 
-/// The search collapse as configured: search list and ndots from --search/--ndots, else from
-/// --resolv-conf; off when neither gives a search list.
-fn collapse_from(args: &RunArgs) -> Option<CollapseConfig> {
-    if args.collapse == CollapseMode::Off {
-        return None;
-    }
-    let text = std::fs::read_to_string(&args.resolv_conf).unwrap_or_default();
-    let from_file = SearchConfig::from_resolv_conf(&text, &args.cluster_domain).ok();
-    let cfg = if args.search.is_empty() {
-        let mut c = from_file?;
-        if let Some(n) = args.ndots {
-            c = SearchConfig::new(&c.search().iter().map(Name::to_dotted).collect::<Vec<_>>(), n, &args.cluster_domain)
-                .ok()?;
-        }
-        c
-    } else {
-        let ndots = args.ndots.or(from_file.map(|c| c.ndots())).unwrap_or(5);
-        SearchConfig::new(&args.search, ndots, &args.cluster_domain).ok()?
-    };
-    if cfg.search().is_empty() {
-        tracing::info!("no search list: search collapse off");
-        return None;
-    }
-    tracing::info!(
-        search = %cfg.search().iter().map(Name::to_dotted).collect::<Vec<_>>().join(" "),
-        ndots = cfg.ndots(),
-        namespace = %cfg.namespace().map(Name::to_dotted).unwrap_or_default(),
-        "search collapse"
-    );
-    let namespaces =
-        (!args.namespaces.is_empty()).then(|| args.namespaces.iter().filter_map(|n| Name::from_dotted(n)).collect());
-    Some(CollapseConfig {
-        search: cfg,
-        mode: args.collapse,
-        namespaces,
-        probe_ttl: args.probe_ttl,
-        synth_ttl: args.synth_ttl.as_secs() as u32,
-    })
-}
-
-/// Runs the proxy until SIGTERM/SIGINT, then drains and returns.
-pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<(), StartError> {
-    let metrics = Arc::new(Metrics::new());
-    if let Some(p) = &prometheus {
-        tokio::spawn(crate::metrics::upkeep_task(p.clone(), metrics.upkeep_signal()));
-    }
-    let upstreams = Upstreams::new(
-        &UpstreamConfig {
-            addrs: args.upstream.clone(),
-            attempt_timeout: args.attempt_timeout,
-            query_timeout: args.query_timeout,
-            sockets: args.upstream_sockets as usize,
-            rotate: args.socket_rotate,
-            tcp_idle: args.tcp_idle_timeout,
-            unwanted_threshold: args.unwanted_reply_threshold,
-        },
-        metrics.tcp_fallback.clone(),
-    );
-    let cache_metrics = CacheMetrics::new();
-    let cache = Cache::new(
-        CacheConfig {
-            max_bytes: args.cache_size.0,
-            min_ttl: args.cache_min_ttl,
-            max_ttl: args.cache_max_ttl,
-            max_negative_ttl: args.cache_max_negative_ttl,
-            serve_stale: args.serve_stale,
-        },
-        cache_metrics.clone(),
-    );
-    let aaaa = AaaaPolicy {
-        mode: args.aaaa,
-        types: args.synthesize_types.clone(),
-        nodata_for: args.aaaa_nodata_for.clone(),
-        synth_ttl: args.synth_ttl,
-        timeout: args.aaaa_timeout,
-    };
-    let collapse = collapse_from(&args);
-    let per_client = args.max_inflight_per_client.unwrap_or(args.max_inflight / 2).clamp(1, args.max_inflight);
-    let pipeline = pipeline::build(Parts {
-        upstreams,
-        cache,
-        cache_metrics,
-        metrics: metrics.clone(),
-        servfail_ttl: args.servfail_ttl,
-        aaaa,
-        collapse,
-        max_inflight: args.max_inflight,
-        max_per_client: per_client,
-    });
+/// Serves `pipeline` on the configured listeners until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(
+    cfg: &Config,
+    pipeline: Arc<Pipeline>,
+    prometheus: Option<PrometheusHandle>,
+) -> Result<(), StartError> {
     let ready = Arc::new(Readiness {
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         pipeline: pipeline.clone(),
     });
 
-    if let (Some(addr), Some(p)) = (args.metrics_listen.0, prometheus) {
+    if let (Some(addr), Some(p)) = (cfg.metrics_listen, prometheus) {
         let l = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "http", addr, source })?;
         tracing::info!(proto = %"http", addr = %l.local_addr().unwrap_or(addr), "listening");
         tokio::spawn(http::serve(l, p, ready.clone()));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = TcpLimits {
-        max_connections: args.tcp_max_connections,
-        idle: args.tcp_idle_timeout,
-        max_inflight: args.tcp_max_inflight,
-    };
+    let limits = cfg.tcp;
     let mut tasks = Vec::new();
-    for &addr in &args.listen {
+    for &addr in &cfg.listen {
         let u = bind_udp(addr).map_err(|source| StartError::Bind { proto: "udp", addr, source })?;
         let t = bind_tcp(addr).map_err(|source| StartError::Bind { proto: "tcp", addr, source })?;
         tracing::info!(proto = %"udp", addr = %u.local_addr().unwrap_or(addr), "listening");
@@ -214,24 +122,23 @@ pub async fn run(args: RunArgs, prometheus: Option<PrometheusHandle>) -> Result<
         tasks.push(tokio::spawn(udp::serve(Arc::new(u), pipeline.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(tcp::serve(t, pipeline.clone(), limits, stop_rx.clone())));
     }
-    for up in &args.upstream {
+    for up in &cfg.upstream.addrs {
         tracing::info!(addr = %up, "upstream");
     }
     ready.bound.store(true, Ordering::Release);
-    let cluster_domain = Name::from_dotted(&args.cluster_domain).expect("validated");
-    let prober = tokio::spawn(probe_until_answered(pipeline.clone(), cluster_domain));
+    let prober = tokio::spawn(probe_until_answered(pipeline.clone(), cfg.cluster_domain.clone()));
 
     shutdown_signal().await;
     ready.draining.store(true, Ordering::Release);
     prober.abort();
     // Keep answering while endpoints and clients move away, then stop taking queries and let
     // the ones in flight finish (bounded by their own query budget).
-    tokio::time::sleep(args.drain_grace).await;
+    tokio::time::sleep(cfg.drain_grace).await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    let _ = tokio::time::timeout(args.query_timeout + Duration::from_millis(100), pipeline.wait_idle()).await;
+    let _ = tokio::time::timeout(cfg.upstream.query_timeout + Duration::from_millis(100), pipeline.wait_idle()).await;
     tracing::info!("drained; exiting");
     Ok(())
 }

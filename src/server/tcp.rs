@@ -29,14 +29,7 @@ use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, now_ms, read_frame, write_
 use crate::pipeline::{Admitted, Pipeline};
 use crate::wire::HEADER_LEN;
 
-/// Limits of the TCP listener.
-#[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
-    pub max_connections: u32,
-    pub idle: Duration,
-    /// Queries in flight per connection at most.
-    pub max_inflight: u32,
-}
+pub use crate::config::TcpLimits;
 
 /// What the accept loop and the connection's tasks share about one connection.
 struct Conn {

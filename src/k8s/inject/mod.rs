@@ -54,7 +54,7 @@ pub struct InjectArgs {
     /// Cluster DNS service IP that podns forwards to, IP or IP:PORT (repeatable). Find it with
     /// `kubectl -n kube-system get service kube-dns -o jsonpath='{.spec.clusterIP}'`. Optional
     /// with --mode capture, where podns reads it from the pod's own resolv.conf.
-    #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::config::parse_upstream)]
+    #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::cli::parse_upstream)]
     pub upstream: Vec<SocketAddr>,
 
     /// How the pod's DNS reaches podns.

@@ -24,11 +24,11 @@ pub const UID: u32 = 65532;
 /// Name of the init container that installs the capture rules.
 pub const CAPTURE_INIT_NAME: &str = "podns-capture-init";
 /// Port podns listens on in capture mode (on 127.0.0.1, and [::1] with --capture-ipv6).
-pub const CAPTURE_PORT: u16 = crate::capture::DEFAULT_PORT;
+pub const CAPTURE_PORT: u16 = crate::k8s::capture::DEFAULT_PORT;
 /// UID and GID of the sidecar in capture mode: the UID whose DNS traffic is not redirected.
 /// Not [`UID`]: applications built on distroless "nonroot" images run as 65532 too, and their
 /// DNS would bypass podns. This one belongs to podns alone.
-pub const CAPTURE_UID: u32 = 15053;
+pub const CAPTURE_UID: u32 = crate::k8s::capture::DEFAULT_UID;
 
 /// What became of one pod spec.
 #[derive(Debug, PartialEq, Eq)]

@@ -75,7 +75,7 @@ pub struct WebhookArgs {
     /// Cluster DNS service IP that injected pods forward to, IP or IP:PORT (repeatable).
     /// Default: the nameservers of the webhook's own /etc/resolv.conf, which for a ClusterFirst
     /// pod (the webhook's Deployment) is the cluster DNS Service.
-    #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::config::parse_upstream)]
+    #[arg(long = "upstream", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = crate::cli::parse_upstream)]
     pub upstream: Vec<SocketAddr>,
 
     /// How injected pods' DNS reaches podns (pods override it with podns.io/mode).
@@ -108,7 +108,7 @@ pub fn options(args: &WebhookArgs) -> Result<Options, inject::InjectError> {
     let mut upstream = args.upstream.clone();
     if upstream.is_empty() && args.mode == Mode::DnsPolicy {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        upstream = crate::config::resolv_conf_nameservers(&text);
+        upstream = crate::cli::resolv_conf_nameservers(&text);
         upstream.retain(|u| !u.ip().is_loopback());
     }
     inject::options(&InjectArgs {

@@ -7,7 +7,7 @@
 //! ```text
 //! *nat
 //! :PODNS_OUTPUT - [0:0]
-//! -A PODNS_OUTPUT -m owner --uid-owner 65532 -j RETURN
+//! -A PODNS_OUTPUT -m owner --uid-owner 15053 -j RETURN
 //! -A PODNS_OUTPUT -p udp -j REDIRECT --to-ports 15053
 //! -A PODNS_OUTPUT -p tcp -j REDIRECT --to-ports 15053
 //! -A OUTPUT -p udp --dport 53 -j PODNS_OUTPUT
@@ -16,7 +16,7 @@
 //! *raw
 //! :PODNS_ZONE_OUT - [0:0]
 //! :PODNS_ZONE_IN - [0:0]
-//! -A PODNS_ZONE_OUT -m owner --uid-owner 65532 -j CT --zone 1
+//! -A PODNS_ZONE_OUT -m owner --uid-owner 15053 -j CT --zone 1
 //! -A PODNS_ZONE_IN -j CT --zone 1
 //! -A OUTPUT -p udp --dport 53 -j PODNS_ZONE_OUT
 //! -A OUTPUT -p tcp --dport 53 -j PODNS_ZONE_OUT
@@ -62,8 +62,10 @@ pub const ZONE_IN: &str = "PODNS_ZONE_IN";
 pub const ZONE: u16 = 1;
 /// Default local port podns listens on in capture mode.
 pub const DEFAULT_PORT: u16 = 15053;
-/// Default UID whose traffic is not redirected: the image's user.
-pub const DEFAULT_UID: u32 = 65532;
+/// Default UID whose traffic is not redirected: podns's own in capture mode, the UID `podns
+/// inject` runs the sidecar as there. Not the image's 65532: applications built on distroless
+/// "nonroot" images run as 65532 too, and their DNS would bypass podns.
+pub const DEFAULT_UID: u32 = 15053;
 
 /// Whether to install the IPv6 rules too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -307,7 +309,7 @@ pub fn verify(save: &str, port: u16, uid: u32) -> Result<(), String> {
 
 /// The nameserver addresses of a resolv.conf text.
 fn nameservers(text: &str) -> Vec<IpAddr> {
-    crate::config::resolv_conf_nameservers(text).into_iter().map(|a| a.ip()).collect()
+    crate::cli::resolv_conf_nameservers(text).into_iter().map(|a| a.ip()).collect()
 }
 
 /// The families to install rules for, with remarks for standard error. `resolv_conf` is the
