@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 let cache_metrics = CacheMetrics::new();
                 let pipeline = pipeline::build(Parts {
                     upstreams: Upstreams::new(&cfg.upstream, metrics.tcp_fallback.clone()),
-                    cache: Cache::new(cfg.cache.clone(), cache_metrics.clone()),
+                    cache: Cache::new(cfg.cache, cache_metrics.clone()),
                     cache_metrics,
                     metrics,
                     servfail_ttl: cfg.servfail_ttl,
