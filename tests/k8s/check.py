@@ -64,7 +64,20 @@ PLANNED_METRICS = {
     "podns_synthesized_total", "podns_search_total", "podns_search_upstream_saved_total",
     "podns_cache_entries", "podns_cache_bytes", "podns_cache_hits_total", "podns_cache_misses_total",
     "podns_cache_evictions_total", "podns_cache_prefetch_total", "podns_coalesced_total",
+    # Issue 14 (metrics for a fleet): size histograms, as CoreDNS's.
+    "podns_request_size_bytes", "podns_response_size_bytes",
 }
+# Labels and label values issue 14 adds to existing metrics: podns_build_info{revision};
+# podns_requests_total{family="1"|"2"} (CoreDNS's values, were ipv4/ipv6);
+# podns_request_duration_seconds{type} (the label already exists on podns_requests_total).
+PLANNED_LABELS = {"revision"}
+PLANNED_LABEL_VALUES = {("family", "1"), ("family", "2")}
+# Labels of kube-state-metrics series the alerts read (kube_pod_*{namespace, pod, container, uid, phase}).
+KSM_LABELS = {"phase", "uid"}
+# Where every alert's runbook_url points: this base, then `#` and the alert name in lower case,
+# a heading of docs/runbooks.md. k8s/monitoring/prometheusrule.yaml repeats it per alert.
+RUNBOOK_BASE = "https://github.com/podns/podns/blob/main/docs/runbooks.md"
+RUNBOOK_PARTS = ("Meaning", "Impact", "Confirm", "Fix", "Escalate")
 # Labels Prometheus (Operator) adds to every scraped series, and the histogram bucket label.
 TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le"}
 
@@ -891,6 +904,88 @@ def check_promql(r: Results, promtool: str | None, rule_spec: dict, dash: dict) 
                 f"{len(exprs)} queries")
 
 
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation but `-` and `_` dropped,
+    spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_sections() -> dict[str, str]:
+    """docs/runbooks.md's `## ` sections by anchor."""
+    text = (ROOT / "docs/runbooks.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {github_anchor(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def check_alert_rules(r: Results, rule_spec: dict) -> None:
+    """Every alert has a summary, a description and a runbook_url to its own section of
+    docs/runbooks.md, which says what the alert means, its impact, how to confirm it, what to do
+    and when to escalate; recording rules are named level:metric:operations after what they do;
+    the alerts name the container and job that podns inject and the PodMonitor produce."""
+    problems = []
+    alerts = [rule for g in rule_spec["groups"] for rule in g["rules"] if "alert" in rule]
+    records = [rule for g in rule_spec["groups"] for rule in g["rules"] if "record" in rule]
+    try:
+        sections = runbook_sections()
+    except OSError as e:
+        sections = {}
+        problems.append(f"docs/runbooks.md: {e}")
+    for rule in alerts:
+        name, ann = rule["alert"], rule.get("annotations") or {}
+        for key in ("summary", "description", "runbook_url"):
+            if not ann.get(key):
+                problems.append(f"{name}: no annotations.{key}")
+        want = f"{RUNBOOK_BASE}#{name.lower()}"
+        if ann.get("runbook_url") and ann["runbook_url"] != want:
+            problems.append(f"{name}: runbook_url {ann['runbook_url']}, want {want}")
+        body = sections.get(name.lower())
+        if body is None:
+            problems.append(f"{name}: docs/runbooks.md has no section `## {name}` (anchor #{name.lower()})")
+            continue
+        heads = re.findall(r"^### (\w+)", body, re.M)
+        missing = [p for p in RUNBOOK_PARTS if p not in heads]
+        if missing:
+            problems.append(f"docs/runbooks.md#{name.lower()}: no ### {', '.join(missing)}")
+        if "```" not in body:
+            problems.append(f"docs/runbooks.md#{name.lower()}: no command or query to confirm with")
+    alert_anchors = {a["alert"].lower() for a in alerts}
+    for anchor in sorted(set(sections) - alert_anchors):
+        if anchor not in ("before-you-start", "escalating-to-the-cluster-dns-owners"):
+            problems.append(f"docs/runbooks.md: section #{anchor} belongs to no alert")
+
+    for rule in records:
+        name, expr = rule["record"], " ".join(rule["expr"].split())
+        parts = name.split(":")
+        m = re.fullmatch(r"sum by \(([^)]*)\) \(rate\((podns_\w+)\[(\w+)\]\)\)", expr)
+        if len(parts) != 3 or not m:
+            problems.append(f"recording rule {name}: not level:metric:operations of `sum by (...) (rate(podns_...[w]))`")
+            continue
+        level = "_".join(l.strip() for l in m.group(1).split(","))
+        metric = re.sub(r"_total$", "", m.group(2))
+        want = f"{level}:{metric}:rate{m.group(3)}"
+        if name != want:
+            problems.append(f"recording rule {name}: by its expression it is {want}")
+        if not {"namespace", "pod"} <= {l.strip() for l in m.group(1).split(",")}:
+            problems.append(f"recording rule {name}: drops namespace or pod (the dashboard filters by both)")
+
+    pod_rs = (ROOT / "src/k8s/inject/pod.rs").read_text()
+    sidecar = re.search(r'pub const SIDECAR_NAME: &str = "([^"]+)";', pod_rs).group(1)
+    exprs = " ".join(a["expr"] for a in alerts)
+    for c in set(re.findall(r'kube_pod_\w*container\w*\{container="([^"]*)"', exprs)):
+        if c != sidecar:
+            problems.append(f"alerts select kube-state-metrics container {c!r}; podns inject names it {sidecar!r}")
+    if not re.search(r"kube_pod_init_container_status_ready\{", exprs) or not re.search(r"kube_pod_container_status_ready\{", exprs):
+        problems.append("no alert on the sidecar's readiness in both forms (init container and container)")
+    podmon = load_yaml_docs(ROOT / "k8s/monitoring/podmonitor.yaml")[0]
+    jobs = {rl.get("replacement") for e in podmon["spec"]["podMetricsEndpoints"] for rl in e.get("relabelings") or []
+            if rl.get("targetLabel") == "job"}
+    for j in set(re.findall(r'\bup\{job="([^"]*)"\}', exprs)):
+        if j not in jobs:
+            problems.append(f"alerts select up{{job={j!r}}}; the PodMonitor sets job to {sorted(jobs)}")
+    r.check("alerts: runbooks, annotations, recording rule names, sidecar and job names", problems,
+            f"{len(alerts)} alerts with runbook sections, {len(records)} recording rules")
+
+
 def known_metrics() -> tuple[set[str], set[str], str]:
     metrics_rs = (ROOT / "src/metrics.rs").read_text()
     defined = set(re.findall(r'pub const \w+: &str = "(podns_\w+)";', metrics_rs))
@@ -901,11 +996,18 @@ def known_metrics() -> tuple[set[str], set[str], str]:
 
 def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | None) -> None:
     defined, labels, src = known_metrics()
+    labels |= PLANNED_LABELS
+    recorded = {rule["record"] for g in rule_spec["groups"] for rule in g["rules"] if "record" in rule}
     exprs = [(f"alert {rule.get('alert') or rule.get('record')}", rule["expr"])
              for g in rule_spec["groups"] for rule in g["rules"]]
     exprs += [(f"panel {t}", e) for t, e in dashboard_exprs(dash)]
     problems, planned, used = [], set(), set()
     for where, expr in exprs:
+        # Recorded series (level:metric:operations) must be recorded by the rules.
+        for name in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", expr):
+            if name not in recorded:
+                problems.append(f"{where}: {name} is not recorded by any rule")
+        expr = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "recorded", expr)
         for name in re.findall(r"\bpodns_\w+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             if name.endswith(("_bucket", "_sum", "_count")) and base not in defined | PLANNED_METRICS:
@@ -921,9 +1023,10 @@ def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | N
                 if label not in labels | TARGET_LABELS:
                     problems.append(f"{where}: unknown label {label} in grouping")
         for label, value in re.findall(r'\b(\w+)\s*=~?\s*"([^"]*)"', expr):
-            if label not in labels | TARGET_LABELS:
+            if label not in labels | TARGET_LABELS | KSM_LABELS:
                 problems.append(f"{where}: unknown label {label}")
-            elif label not in TARGET_LABELS and f'"{value}"' not in src:
+            elif label not in TARGET_LABELS | KSM_LABELS and f'"{value}"' not in src \
+                    and (label, value) not in PLANNED_LABEL_VALUES:
                 problems.append(f'{where}: {label}="{value}": no such label value in src/')
     detail = f"{len(used)} metrics used"
     if planned:
@@ -982,6 +1085,7 @@ def check_dashboard(r: Results, dash: dict) -> None:
     r.check("Grafana dashboard structure", problems, f"{len(dash.get('panels', []))} panels")
 
 
+
 # ---------------------------------------------------------------- main -----------------------
 
 def main() -> int:
@@ -1016,6 +1120,7 @@ def main() -> int:
     rule_spec = load_yaml_docs(ROOT / "k8s/monitoring/prometheusrule.yaml")[0]["spec"]
     dash = json.loads((ROOT / "k8s/monitoring/dashboards/podns.json").read_text())
     check_dashboard(r, dash)
+    check_alert_rules(r, rule_spec)
     check_promql(r, find_promtool(r), rule_spec, dash)
     check_metric_names(r, rule_spec, dash, scraped)
 
