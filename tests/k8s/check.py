@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks of podns's Kubernetes deliverables: the image build, the Dockerfile, the manifests,
 the webhook install (`kubectl kustomize k8s/install...`, strict schemas, wiring, RBAC), the
-webhook's golden JSON patches (applied, then validated), the monitoring rules and the Grafana
-dashboard.
+webhook's golden JSON patches (applied, then validated), the monitoring rules, their runbooks
+(docs/runbooks.md) and the Grafana dashboard (structure, PromQL, Grafana's own TypeScript types).
 
 There is no container engine on the CI machines, so the image is checked by what it is made of:
 the static musl build that docker/Dockerfile performs (built here, `file` says statically
@@ -24,6 +24,11 @@ Needs (.ci/run installs them):
   promtool: from Debian's `prometheus` package, which this script unpacks itself with
           `apt-get download prometheus` + `dpkg-deb -x` into target/k8s-tools (not installed:
           no daemon, no user). PROMTOOL=/path/to/promtool or a promtool on PATH is used first.
+  npm:    @grafana/schema and typescript, pinned in tests/k8s/grafana/package-lock.json;
+          `npm ci` into target/grafana-schema (this script does it when they are missing). The
+          dashboard and each panel are written out as TypeScript object literals and checked
+          with tsc against Grafana's Dashboard and panel Options types. Without npm the check
+          is SKIPPED with a message saying so, or FAILS with PODNS_REQUIRE_TSC=1 (.ci/run).
 
 Usage:
   python3 tests/k8s/check.py            every check
@@ -79,7 +84,7 @@ KSM_LABELS = {"phase", "uid"}
 RUNBOOK_BASE = "https://github.com/podns/podns/blob/main/docs/runbooks.md"
 RUNBOOK_PARTS = ("Meaning", "Impact", "Confirm", "Fix", "Escalate")
 # Labels Prometheus (Operator) adds to every scraped series, and the histogram bucket label.
-TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le"}
+TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le", "__name__"}
 
 
 class Results:
@@ -1025,8 +1030,8 @@ def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | N
         for label, value in re.findall(r'\b(\w+)\s*=~?\s*"([^"]*)"', expr):
             if label not in labels | TARGET_LABELS | KSM_LABELS:
                 problems.append(f"{where}: unknown label {label}")
-            elif label not in TARGET_LABELS | KSM_LABELS and f'"{value}"' not in src \
-                    and (label, value) not in PLANNED_LABEL_VALUES:
+            elif label not in TARGET_LABELS | KSM_LABELS and any(
+                    f'"{v}"' not in src and (label, v) not in PLANNED_LABEL_VALUES for v in value.split("|")):
                 problems.append(f'{where}: {label}="{value}": no such label value in src/')
     detail = f"{len(used)} metrics used"
     if planned:
@@ -1080,10 +1085,148 @@ def check_dashboard(r: Results, dash: dict) -> None:
                   "cache hit ratio", "upstream error"):
         if topic not in titles:
             problems.append(f"no panel about {topic}")
+    for topic in ("aaaa vs a", "request and response size", "series per pod", "sidecars by version"):
+        if topic not in titles:
+            problems.append(f"no panel about {topic}")
     if not any(p.get("type") == "heatmap" for p in dash.get("panels", [])):
         problems.append("no latency heatmap")
+    if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 39:
+        problems.append(f"schemaVersion {dash.get('schemaVersion')} < 39 (Grafana 10.4)")
+    for var in ("datasource", "namespace", "pod"):
+        if var not in variables:
+            problems.append(f"no ${var} variable")
+    for title, expr in dashboard_exprs(dash):
+        if title.startswith("variable "):
+            continue
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        if not selectors or any('namespace=~"$namespace"' not in sel or 'pod=~"$pod"' not in sel for sel in selectors):
+            problems.append(f"{title}: a selector without the namespace and pod filters: {expr}")
+        # Histograms are read through the recording rules (tens of series per pod otherwise).
+        if re.search(r"(?<!:)\bpodns_\w+_bucket\b", expr):
+            problems.append(f"{title}: reads a raw histogram; use its recording rule: {expr}")
     r.check("Grafana dashboard structure", problems, f"{len(dash.get('panels', []))} panels")
 
+
+# Grafana's own TypeScript types of a dashboard and of each panel plugin's options, from the npm
+# package @grafana/schema (versions pinned in tests/k8s/grafana/package-lock.json).
+GRAFANA_DIR = ROOT / "target" / "grafana-schema"
+PANEL_TYPES = {
+    # panel type -> (module of its Options type, whether it has a custom FieldConfig type)
+    "timeseries": ("TimeSeriesPanelCfg", True), "stat": ("StatPanelCfg", False),
+    "heatmap": ("HeatmapPanelCfg", True), "table": ("TablePanelCfg", True),
+    "text": ("TextPanelCfg", False), "bargauge": ("BarGaugePanelCfg", False),
+}
+DASHBOARD_TS = """\
+// Generated by tests/k8s/check.py from k8s/monitoring/dashboards/podns.json: the dashboard and
+// each of its panels as object literals (so that excess properties are errors, which a typed
+// JSON import would not report), checked with `satisfies` against @grafana/schema.
+import type { Dashboard, Panel, RowPanel } from "@grafana/schema";
+%(imports)s
+
+// JSON holds the values of string enums (LegendDisplayMode.List is "list"), not the enums.
+type Json<T> = T extends string ? `${T}`
+  : T extends readonly (infer U)[] ? Json<U>[]
+  : T extends object ? { [K in keyof T]: Json<T[K]> }
+  : T;
+// A panel whose options and custom field config are those of its plugin. Grafana fills in
+// omitted options from the plugin's defaults, so each may be left out, not misspelt or mistyped.
+type Typed<Kind extends string, O, F> = Json<Omit<Panel<O, F>, "type" | "options" | "fieldConfig">> & {
+  type: Kind;
+  options?: Json<Partial<O>>;
+  fieldConfig?: { defaults: Json<Omit<Panel["fieldConfig"] & {}, "custom">["defaults"]> & { custom?: Json<Partial<F>> }; overrides: Json<NonNullable<Panel["fieldConfig"]>["overrides"]> };
+};
+
+export const dashboard = (%(dashboard)s) satisfies Json<Dashboard>;
+
+%(panels)s
+"""
+TSCONFIG = {
+    "compilerOptions": {"strict": True, "noEmit": True, "module": "esnext", "moduleResolution": "bundler",
+                        "target": "es2022", "skipLibCheck": True, "types": []},
+    "files": ["dashboard.check.ts"],
+}
+
+
+def grafana_schema_installed() -> bool:
+    return (GRAFANA_DIR / "node_modules/@grafana/schema/package.json").exists() and \
+        (GRAFANA_DIR / "node_modules/.bin/tsc").exists()
+
+
+def install_grafana_schema() -> str | None:
+    """`npm ci` of tests/k8s/grafana into target/grafana-schema; None when done, else why not."""
+    if not shutil.which("npm"):
+        return "npm is not installed (apt-get install nodejs npm; .ci/run does)"
+    GRAFANA_DIR.mkdir(parents=True, exist_ok=True)
+    for f in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "tests/k8s/grafana" / f, GRAFANA_DIR / f)
+    p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=GRAFANA_DIR, text=True,
+                       capture_output=True)
+    if p.returncode != 0 or not grafana_schema_installed():
+        return f"npm ci in {GRAFANA_DIR.relative_to(ROOT)} failed: {(p.stdout + p.stderr).strip()[-500:]}"
+    return None
+
+
+def check_dashboard_types(r: Results, dash: dict) -> None:
+    name = "dashboard type check (tsc, @grafana/schema)"
+    lock = json.loads((ROOT / "tests/k8s/grafana/package-lock.json").read_text())
+    want = lock["packages"]["node_modules/@grafana/schema"]["version"]
+    have = None
+    if grafana_schema_installed():
+        have = json.loads((GRAFANA_DIR / "node_modules/@grafana/schema/package.json").read_text())["version"]
+    if have != want:
+        why = install_grafana_schema()
+        if why:
+            if os.environ.get("PODNS_REQUIRE_TSC") == "1":
+                r.fail(name, why)
+            else:
+                r.skip(name, why + "; the dashboard is NOT type-checked against Grafana's schema")
+            return
+    problems = []
+    # The schema version Grafana writes today is the default of the package's Dashboard.
+    gen = (GRAFANA_DIR / "node_modules/@grafana/schema/dist/esm/raw/dashboard/x/types.gen.mjs").read_text()
+    current = int(re.search(r"schemaVersion: (\d+)", gen).group(1))
+    if dash.get("schemaVersion") != current:
+        problems.append(f"schemaVersion {dash.get('schemaVersion')}; @grafana/schema {want} writes {current}")
+    old_kinds = sorted({p.get("type") for p in dash.get("panels", [])} & {"graph", "singlestat", "table-old", "grafana-piechart-panel"})
+    if old_kinds:
+        problems.append(f"deprecated panel types {old_kinds}")
+    imports, panels, used = [], [], set()
+    for i, p in enumerate(dash.get("panels", [])):
+        kind = p.get("type")
+        literal = json.dumps(p, indent=2)
+        if kind == "row":
+            panels.append(f"export const panel{i} = ({literal}) satisfies Json<RowPanel>;")
+        elif kind in PANEL_TYPES:
+            used.add(kind)
+            m, custom = PANEL_TYPES[kind]
+            fc = f"{m}.FieldConfig" if custom else "{}"
+            panels.append(f"export const panel{i} = ({literal}) satisfies Typed<{json.dumps(kind)}, {m}.Options, {fc}>;")
+        else:
+            panels.append(f"// panel {i} ({p.get('title')}): type {kind!r} has no options type here\n"
+                          f"export const panel{i} = ({literal}) satisfies Json<Panel>;")
+    for kind in sorted(used):
+        m = PANEL_TYPES[kind][0]
+        imports.append(f'import type * as {m} from "@grafana/schema/dist/esm/raw/composable/{kind}/panelcfg/x/{m}_types.gen";')
+    ts = DASHBOARD_TS % {"imports": "\n".join(imports), "dashboard": json.dumps(dash, indent=2),
+                         "panels": "\n\n".join(panels)}
+    (GRAFANA_DIR / "dashboard.check.ts").write_text(ts)
+    (GRAFANA_DIR / "tsconfig.json").write_text(json.dumps(TSCONFIG, indent=2))
+    tsc = GRAFANA_DIR / "node_modules/.bin/tsc"
+    p = subprocess.run([str(tsc), "--noEmit", "-p", "tsconfig.json"], cwd=GRAFANA_DIR, text=True, capture_output=True)
+    version = subprocess.run([str(tsc), "--version"], cwd=GRAFANA_DIR, text=True, capture_output=True).stdout.strip()
+    if p.returncode != 0:
+        # Map each error's line in the generated file to the panel it is in.
+        lines = ts.splitlines()
+        for line in (p.stdout + p.stderr).strip().splitlines()[:40]:
+            m = re.match(r"dashboard\.check\.ts\((\d+),", line)
+            where = ""
+            if m:
+                n = int(m.group(1))
+                starts = [j for j, l in enumerate(lines[:n]) if l.startswith("export const ")]
+                where = f"[{lines[starts[-1]].split('=')[0].replace('export const ', '').strip()}] " if starts else ""
+            problems.append(where + line)
+    r.check(name, problems, f"@grafana/schema {want}, {version}, schemaVersion {dash.get('schemaVersion')}, "
+            f"{len(dash.get('panels', []))} panels, generated {GRAFANA_DIR.relative_to(ROOT)}/dashboard.check.ts")
 
 
 # ---------------------------------------------------------------- main -----------------------
@@ -1120,6 +1263,7 @@ def main() -> int:
     rule_spec = load_yaml_docs(ROOT / "k8s/monitoring/prometheusrule.yaml")[0]["spec"]
     dash = json.loads((ROOT / "k8s/monitoring/dashboards/podns.json").read_text())
     check_dashboard(r, dash)
+    check_dashboard_types(r, dash)
     check_alert_rules(r, rule_spec)
     check_promql(r, find_promtool(r), rule_spec, dash)
     check_metric_names(r, rule_spec, dash, scraped)
