@@ -991,6 +991,53 @@ def check_alert_rules(r: Results, rule_spec: dict) -> None:
             f"{len(alerts)} alerts with runbook sections, {len(records)} recording rules")
 
 
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (outside fenced code), `-N` for repeats."""
+    seen: dict[str, int] = {}
+    out = set()
+    for h in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S), re.M):
+        a = github_anchor(h)
+        out.add(a if a not in seen else f"{a}-{seen[a]}")
+        seen[a] = seen.get(a, 0) + 1
+    return out
+
+
+def check_operator_docs(r: Results, rule_spec: dict) -> None:
+    """README and runbooks for operators: the README's table of contents names every `## `
+    section and its links resolve; every link from README to docs/runbooks.md and back lands on
+    a heading; the README's alert table lists every alert with its runbook."""
+    problems = []
+    readme = (ROOT / "README.md").read_text()
+    runbooks = (ROOT / "docs/runbooks.md").read_text()
+    anchors = {"README.md": markdown_anchors(readme), "docs/runbooks.md": markdown_anchors(runbooks)}
+    toc = re.search(r"^## Contents\n(.*?)^## ", readme, re.M | re.S)
+    if not toc:
+        problems.append("README: no `## Contents` table of contents before the first section")
+    else:
+        listed = set(re.findall(r"\]\(#([^)]+)\)", toc.group(1)))
+        body = re.sub(r"^```.*?^```", "", readme, flags=re.M | re.S)
+        for h in re.findall(r"^## (.+)$", body, re.M):
+            if h != "Contents" and github_anchor(h) not in listed:
+                problems.append(f"README: section `## {h}` is not in the table of contents")
+    links = [("README.md", t) for t in re.findall(r"\]\(([^)\s]+)\)", readme)]
+    links += [("docs/runbooks.md", t) for t in re.findall(r"\]\(([^)\s]+)\)", runbooks)]
+    for src, target in links:
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, frag = target.partition("#")
+        dest = os.path.normpath(os.path.join(os.path.dirname(src), path)) if path else src
+        if not (ROOT / dest).exists():
+            problems.append(f"{src}: link to {target}: {dest} does not exist")
+        elif frag and dest in anchors and frag not in anchors[dest]:
+            problems.append(f"{src}: link to {target}: no such heading in {dest}")
+    alerts = [rule["alert"] for g in rule_spec["groups"] for rule in g["rules"] if "alert" in rule]
+    for a in alerts:
+        if f"[{a}](docs/runbooks.md#{a.lower()})" not in readme:
+            problems.append(f"README: the alert table does not list {a} with its runbook link")
+    r.check("README and runbooks: contents, links, alert table", problems,
+            f"{len(links)} relative links, {len(alerts)} alerts listed")
+
+
 def known_metrics() -> tuple[set[str], set[str], str]:
     metrics_rs = (ROOT / "src/metrics.rs").read_text()
     defined = set(re.findall(r'pub const \w+: &str = "(podns_\w+)";', metrics_rs))
@@ -1265,6 +1312,7 @@ def main() -> int:
     check_dashboard(r, dash)
     check_dashboard_types(r, dash)
     check_alert_rules(r, rule_spec)
+    check_operator_docs(r, rule_spec)
     check_promql(r, find_promtool(r), rule_spec, dash)
     check_metric_names(r, rule_spec, dash, scraped)
 
