@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks of podns's Kubernetes deliverables: the image build, the Dockerfile, the manifests,
 the webhook install (`kubectl kustomize k8s/install...`, strict schemas, wiring, RBAC), the
-webhook's golden JSON patches (applied, then validated), the monitoring rules and the Grafana
-dashboard.
+webhook's golden JSON patches (applied, then validated), the monitoring rules, their runbooks
+(docs/runbooks.md) and the Grafana dashboard (structure, PromQL, Grafana's own TypeScript types).
 
 There is no container engine on the CI machines, so the image is checked by what it is made of:
 the static musl build that docker/Dockerfile performs (built here, `file` says statically
@@ -24,6 +24,11 @@ Needs (.ci/run installs them):
   promtool: from Debian's `prometheus` package, which this script unpacks itself with
           `apt-get download prometheus` + `dpkg-deb -x` into target/k8s-tools (not installed:
           no daemon, no user). PROMTOOL=/path/to/promtool or a promtool on PATH is used first.
+  npm:    @grafana/schema and typescript, pinned in tests/k8s/grafana/package-lock.json;
+          `npm ci` into target/grafana-schema (this script does it when they are missing). The
+          dashboard and each panel are written out as TypeScript object literals and checked
+          with tsc against Grafana's Dashboard and panel Options types. Without npm the check
+          is SKIPPED with a message saying so, or FAILS with PODNS_REQUIRE_TSC=1 (.ci/run).
 
 Usage:
   python3 tests/k8s/check.py            every check
@@ -64,9 +69,22 @@ PLANNED_METRICS = {
     "podns_synthesized_total", "podns_search_total", "podns_search_upstream_saved_total",
     "podns_cache_entries", "podns_cache_bytes", "podns_cache_hits_total", "podns_cache_misses_total",
     "podns_cache_evictions_total", "podns_cache_prefetch_total", "podns_coalesced_total",
+    # Issue 14 (metrics for a fleet): size histograms, as CoreDNS's.
+    "podns_request_size_bytes", "podns_response_size_bytes",
 }
+# Labels and label values issue 14 adds to existing metrics: podns_build_info{revision};
+# podns_requests_total{family="1"|"2"} (CoreDNS's values, were ipv4/ipv6);
+# podns_request_duration_seconds{type} (the label already exists on podns_requests_total).
+PLANNED_LABELS = {"revision"}
+PLANNED_LABEL_VALUES = {("family", "1"), ("family", "2")}
+# Labels of kube-state-metrics series the alerts read (kube_pod_*{namespace, pod, container, uid, phase}).
+KSM_LABELS = {"phase", "uid"}
+# Where every alert's runbook_url points: this base, then `#` and the alert name in lower case,
+# a heading of docs/runbooks.md. k8s/monitoring/prometheusrule.yaml repeats it per alert.
+RUNBOOK_BASE = "https://github.com/podns/podns/blob/main/docs/runbooks.md"
+RUNBOOK_PARTS = ("Meaning", "Impact", "Confirm", "Fix", "Escalate")
 # Labels Prometheus (Operator) adds to every scraped series, and the histogram bucket label.
-TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le"}
+TARGET_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "service", "le", "__name__"}
 
 
 class Results:
@@ -891,6 +909,135 @@ def check_promql(r: Results, promtool: str | None, rule_spec: dict, dash: dict) 
                 f"{len(exprs)} queries")
 
 
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation but `-` and `_` dropped,
+    spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_sections() -> dict[str, str]:
+    """docs/runbooks.md's `## ` sections by anchor."""
+    text = (ROOT / "docs/runbooks.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {github_anchor(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def check_alert_rules(r: Results, rule_spec: dict) -> None:
+    """Every alert has a summary, a description and a runbook_url to its own section of
+    docs/runbooks.md, which says what the alert means, its impact, how to confirm it, what to do
+    and when to escalate; recording rules are named level:metric:operations after what they do;
+    the alerts name the container and job that podns inject and the PodMonitor produce."""
+    problems = []
+    alerts = [rule for g in rule_spec["groups"] for rule in g["rules"] if "alert" in rule]
+    records = [rule for g in rule_spec["groups"] for rule in g["rules"] if "record" in rule]
+    try:
+        sections = runbook_sections()
+    except OSError as e:
+        sections = {}
+        problems.append(f"docs/runbooks.md: {e}")
+    for rule in alerts:
+        name, ann = rule["alert"], rule.get("annotations") or {}
+        for key in ("summary", "description", "runbook_url"):
+            if not ann.get(key):
+                problems.append(f"{name}: no annotations.{key}")
+        want = f"{RUNBOOK_BASE}#{name.lower()}"
+        if ann.get("runbook_url") and ann["runbook_url"] != want:
+            problems.append(f"{name}: runbook_url {ann['runbook_url']}, want {want}")
+        body = sections.get(name.lower())
+        if body is None:
+            problems.append(f"{name}: docs/runbooks.md has no section `## {name}` (anchor #{name.lower()})")
+            continue
+        heads = re.findall(r"^### (\w+)", body, re.M)
+        missing = [p for p in RUNBOOK_PARTS if p not in heads]
+        if missing:
+            problems.append(f"docs/runbooks.md#{name.lower()}: no ### {', '.join(missing)}")
+        if "```" not in body:
+            problems.append(f"docs/runbooks.md#{name.lower()}: no command or query to confirm with")
+    alert_anchors = {a["alert"].lower() for a in alerts}
+    for anchor in sorted(set(sections) - alert_anchors):
+        if anchor not in ("before-you-start", "escalating-to-the-cluster-dns-owners"):
+            problems.append(f"docs/runbooks.md: section #{anchor} belongs to no alert")
+
+    for rule in records:
+        name, expr = rule["record"], " ".join(rule["expr"].split())
+        parts = name.split(":")
+        m = re.fullmatch(r"sum by \(([^)]*)\) \(rate\((podns_\w+)\[(\w+)\]\)\)", expr)
+        if len(parts) != 3 or not m:
+            problems.append(f"recording rule {name}: not level:metric:operations of `sum by (...) (rate(podns_...[w]))`")
+            continue
+        level = "_".join(l.strip() for l in m.group(1).split(","))
+        metric = re.sub(r"_total$", "", m.group(2))
+        want = f"{level}:{metric}:rate{m.group(3)}"
+        if name != want:
+            problems.append(f"recording rule {name}: by its expression it is {want}")
+        if not {"namespace", "pod"} <= {l.strip() for l in m.group(1).split(",")}:
+            problems.append(f"recording rule {name}: drops namespace or pod (the dashboard filters by both)")
+
+    pod_rs = (ROOT / "src/k8s/inject/pod.rs").read_text()
+    sidecar = re.search(r'pub const SIDECAR_NAME: &str = "([^"]+)";', pod_rs).group(1)
+    exprs = " ".join(a["expr"] for a in alerts)
+    for c in set(re.findall(r'kube_pod_\w*container\w*\{container="([^"]*)"', exprs)):
+        if c != sidecar:
+            problems.append(f"alerts select kube-state-metrics container {c!r}; podns inject names it {sidecar!r}")
+    if not re.search(r"kube_pod_init_container_status_ready\{", exprs) or not re.search(r"kube_pod_container_status_ready\{", exprs):
+        problems.append("no alert on the sidecar's readiness in both forms (init container and container)")
+    podmon = load_yaml_docs(ROOT / "k8s/monitoring/podmonitor.yaml")[0]
+    jobs = {rl.get("replacement") for e in podmon["spec"]["podMetricsEndpoints"] for rl in e.get("relabelings") or []
+            if rl.get("targetLabel") == "job"}
+    for j in set(re.findall(r'\bup\{job="([^"]*)"\}', exprs)):
+        if j not in jobs:
+            problems.append(f"alerts select up{{job={j!r}}}; the PodMonitor sets job to {sorted(jobs)}")
+    r.check("alerts: runbooks, annotations, recording rule names, sidecar and job names", problems,
+            f"{len(alerts)} alerts with runbook sections, {len(records)} recording rules")
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (outside fenced code), `-N` for repeats."""
+    seen: dict[str, int] = {}
+    out = set()
+    for h in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S), re.M):
+        a = github_anchor(h)
+        out.add(a if a not in seen else f"{a}-{seen[a]}")
+        seen[a] = seen.get(a, 0) + 1
+    return out
+
+
+def check_operator_docs(r: Results, rule_spec: dict) -> None:
+    """README and runbooks for operators: the README's table of contents names every `## `
+    section and its links resolve; every link from README to docs/runbooks.md and back lands on
+    a heading; the README's alert table lists every alert with its runbook."""
+    problems = []
+    readme = (ROOT / "README.md").read_text()
+    runbooks = (ROOT / "docs/runbooks.md").read_text()
+    anchors = {"README.md": markdown_anchors(readme), "docs/runbooks.md": markdown_anchors(runbooks)}
+    toc = re.search(r"^## Contents\n(.*?)^## ", readme, re.M | re.S)
+    if not toc:
+        problems.append("README: no `## Contents` table of contents before the first section")
+    else:
+        listed = set(re.findall(r"\]\(#([^)]+)\)", toc.group(1)))
+        body = re.sub(r"^```.*?^```", "", readme, flags=re.M | re.S)
+        for h in re.findall(r"^## (.+)$", body, re.M):
+            if h != "Contents" and github_anchor(h) not in listed:
+                problems.append(f"README: section `## {h}` is not in the table of contents")
+    links = [("README.md", t) for t in re.findall(r"\]\(([^)\s]+)\)", readme)]
+    links += [("docs/runbooks.md", t) for t in re.findall(r"\]\(([^)\s]+)\)", runbooks)]
+    for src, target in links:
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, frag = target.partition("#")
+        dest = os.path.normpath(os.path.join(os.path.dirname(src), path)) if path else src
+        if not (ROOT / dest).exists():
+            problems.append(f"{src}: link to {target}: {dest} does not exist")
+        elif frag and dest in anchors and frag not in anchors[dest]:
+            problems.append(f"{src}: link to {target}: no such heading in {dest}")
+    alerts = [rule["alert"] for g in rule_spec["groups"] for rule in g["rules"] if "alert" in rule]
+    for a in alerts:
+        if f"[{a}](docs/runbooks.md#{a.lower()})" not in readme:
+            problems.append(f"README: the alert table does not list {a} with its runbook link")
+    r.check("README and runbooks: contents, links, alert table", problems,
+            f"{len(links)} relative links, {len(alerts)} alerts listed")
+
+
 def known_metrics() -> tuple[set[str], set[str], str]:
     metrics_rs = (ROOT / "src/metrics.rs").read_text()
     defined = set(re.findall(r'pub const \w+: &str = "(podns_\w+)";', metrics_rs))
@@ -901,11 +1048,18 @@ def known_metrics() -> tuple[set[str], set[str], str]:
 
 def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | None) -> None:
     defined, labels, src = known_metrics()
+    labels |= PLANNED_LABELS
+    recorded = {rule["record"] for g in rule_spec["groups"] for rule in g["rules"] if "record" in rule}
     exprs = [(f"alert {rule.get('alert') or rule.get('record')}", rule["expr"])
              for g in rule_spec["groups"] for rule in g["rules"]]
     exprs += [(f"panel {t}", e) for t, e in dashboard_exprs(dash)]
     problems, planned, used = [], set(), set()
     for where, expr in exprs:
+        # Recorded series (level:metric:operations) must be recorded by the rules.
+        for name in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", expr):
+            if name not in recorded:
+                problems.append(f"{where}: {name} is not recorded by any rule")
+        expr = re.sub(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\b", "recorded", expr)
         for name in re.findall(r"\bpodns_\w+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             if name.endswith(("_bucket", "_sum", "_count")) and base not in defined | PLANNED_METRICS:
@@ -921,9 +1075,10 @@ def check_metric_names(r: Results, rule_spec: dict, dash: dict, scraped: str | N
                 if label not in labels | TARGET_LABELS:
                     problems.append(f"{where}: unknown label {label} in grouping")
         for label, value in re.findall(r'\b(\w+)\s*=~?\s*"([^"]*)"', expr):
-            if label not in labels | TARGET_LABELS:
+            if label not in labels | TARGET_LABELS | KSM_LABELS:
                 problems.append(f"{where}: unknown label {label}")
-            elif label not in TARGET_LABELS and f'"{value}"' not in src:
+            elif label not in TARGET_LABELS | KSM_LABELS and any(
+                    f'"{v}"' not in src and (label, v) not in PLANNED_LABEL_VALUES for v in value.split("|")):
                 problems.append(f'{where}: {label}="{value}": no such label value in src/')
     detail = f"{len(used)} metrics used"
     if planned:
@@ -977,9 +1132,148 @@ def check_dashboard(r: Results, dash: dict) -> None:
                   "cache hit ratio", "upstream error"):
         if topic not in titles:
             problems.append(f"no panel about {topic}")
+    for topic in ("aaaa vs a", "request and response size", "series per pod", "sidecars by version"):
+        if topic not in titles:
+            problems.append(f"no panel about {topic}")
     if not any(p.get("type") == "heatmap" for p in dash.get("panels", [])):
         problems.append("no latency heatmap")
+    if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 39:
+        problems.append(f"schemaVersion {dash.get('schemaVersion')} < 39 (Grafana 10.4)")
+    for var in ("datasource", "namespace", "pod"):
+        if var not in variables:
+            problems.append(f"no ${var} variable")
+    for title, expr in dashboard_exprs(dash):
+        if title.startswith("variable "):
+            continue
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        if not selectors or any('namespace=~"$namespace"' not in sel or 'pod=~"$pod"' not in sel for sel in selectors):
+            problems.append(f"{title}: a selector without the namespace and pod filters: {expr}")
+        # Histograms are read through the recording rules (tens of series per pod otherwise).
+        if re.search(r"(?<!:)\bpodns_\w+_bucket\b", expr):
+            problems.append(f"{title}: reads a raw histogram; use its recording rule: {expr}")
     r.check("Grafana dashboard structure", problems, f"{len(dash.get('panels', []))} panels")
+
+
+# Grafana's own TypeScript types of a dashboard and of each panel plugin's options, from the npm
+# package @grafana/schema (versions pinned in tests/k8s/grafana/package-lock.json).
+GRAFANA_DIR = ROOT / "target" / "grafana-schema"
+PANEL_TYPES = {
+    # panel type -> (module of its Options type, whether it has a custom FieldConfig type)
+    "timeseries": ("TimeSeriesPanelCfg", True), "stat": ("StatPanelCfg", False),
+    "heatmap": ("HeatmapPanelCfg", True), "table": ("TablePanelCfg", True),
+    "text": ("TextPanelCfg", False), "bargauge": ("BarGaugePanelCfg", False),
+}
+DASHBOARD_TS = """\
+// Generated by tests/k8s/check.py from k8s/monitoring/dashboards/podns.json: the dashboard and
+// each of its panels as object literals (so that excess properties are errors, which a typed
+// JSON import would not report), checked with `satisfies` against @grafana/schema.
+import type { Dashboard, Panel, RowPanel } from "@grafana/schema";
+%(imports)s
+
+// JSON holds the values of string enums (LegendDisplayMode.List is "list"), not the enums.
+type Json<T> = T extends string ? `${T}`
+  : T extends readonly (infer U)[] ? Json<U>[]
+  : T extends object ? { [K in keyof T]: Json<T[K]> }
+  : T;
+// A panel whose options and custom field config are those of its plugin. Grafana fills in
+// omitted options from the plugin's defaults, so each may be left out, not misspelt or mistyped.
+type Typed<Kind extends string, O, F> = Json<Omit<Panel<O, F>, "type" | "options" | "fieldConfig">> & {
+  type: Kind;
+  options?: Json<Partial<O>>;
+  fieldConfig?: { defaults: Json<Omit<Panel["fieldConfig"] & {}, "custom">["defaults"]> & { custom?: Json<Partial<F>> }; overrides: Json<NonNullable<Panel["fieldConfig"]>["overrides"]> };
+};
+
+export const dashboard = (%(dashboard)s) satisfies Json<Dashboard>;
+
+%(panels)s
+"""
+TSCONFIG = {
+    "compilerOptions": {"strict": True, "noEmit": True, "module": "esnext", "moduleResolution": "bundler",
+                        "target": "es2022", "skipLibCheck": True, "types": []},
+    "files": ["dashboard.check.ts"],
+}
+
+
+def grafana_schema_installed() -> bool:
+    return (GRAFANA_DIR / "node_modules/@grafana/schema/package.json").exists() and \
+        (GRAFANA_DIR / "node_modules/.bin/tsc").exists()
+
+
+def install_grafana_schema() -> str | None:
+    """`npm ci` of tests/k8s/grafana into target/grafana-schema; None when done, else why not."""
+    if not shutil.which("npm"):
+        return "npm is not installed (apt-get install nodejs npm; .ci/run does)"
+    GRAFANA_DIR.mkdir(parents=True, exist_ok=True)
+    for f in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "tests/k8s/grafana" / f, GRAFANA_DIR / f)
+    p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=GRAFANA_DIR, text=True,
+                       capture_output=True)
+    if p.returncode != 0 or not grafana_schema_installed():
+        return f"npm ci in {GRAFANA_DIR.relative_to(ROOT)} failed: {(p.stdout + p.stderr).strip()[-500:]}"
+    return None
+
+
+def check_dashboard_types(r: Results, dash: dict) -> None:
+    name = "dashboard type check (tsc, @grafana/schema)"
+    lock = json.loads((ROOT / "tests/k8s/grafana/package-lock.json").read_text())
+    want = lock["packages"]["node_modules/@grafana/schema"]["version"]
+    have = None
+    if grafana_schema_installed():
+        have = json.loads((GRAFANA_DIR / "node_modules/@grafana/schema/package.json").read_text())["version"]
+    if have != want:
+        why = install_grafana_schema()
+        if why:
+            if os.environ.get("PODNS_REQUIRE_TSC") == "1":
+                r.fail(name, why)
+            else:
+                r.skip(name, why + "; the dashboard is NOT type-checked against Grafana's schema")
+            return
+    problems = []
+    # The schema version Grafana writes today is the default of the package's Dashboard.
+    gen = (GRAFANA_DIR / "node_modules/@grafana/schema/dist/esm/raw/dashboard/x/types.gen.mjs").read_text()
+    current = int(re.search(r"schemaVersion: (\d+)", gen).group(1))
+    if dash.get("schemaVersion") != current:
+        problems.append(f"schemaVersion {dash.get('schemaVersion')}; @grafana/schema {want} writes {current}")
+    old_kinds = sorted({p.get("type") for p in dash.get("panels", [])} & {"graph", "singlestat", "table-old", "grafana-piechart-panel"})
+    if old_kinds:
+        problems.append(f"deprecated panel types {old_kinds}")
+    imports, panels, used = [], [], set()
+    for i, p in enumerate(dash.get("panels", [])):
+        kind = p.get("type")
+        literal = json.dumps(p, indent=2)
+        if kind == "row":
+            panels.append(f"export const panel{i} = ({literal}) satisfies Json<RowPanel>;")
+        elif kind in PANEL_TYPES:
+            used.add(kind)
+            m, custom = PANEL_TYPES[kind]
+            fc = f"{m}.FieldConfig" if custom else "{}"
+            panels.append(f"export const panel{i} = ({literal}) satisfies Typed<{json.dumps(kind)}, {m}.Options, {fc}>;")
+        else:
+            panels.append(f"// panel {i} ({p.get('title')}): type {kind!r} has no options type here\n"
+                          f"export const panel{i} = ({literal}) satisfies Json<Panel>;")
+    for kind in sorted(used):
+        m = PANEL_TYPES[kind][0]
+        imports.append(f'import type * as {m} from "@grafana/schema/dist/esm/raw/composable/{kind}/panelcfg/x/{m}_types.gen";')
+    ts = DASHBOARD_TS % {"imports": "\n".join(imports), "dashboard": json.dumps(dash, indent=2),
+                         "panels": "\n\n".join(panels)}
+    (GRAFANA_DIR / "dashboard.check.ts").write_text(ts)
+    (GRAFANA_DIR / "tsconfig.json").write_text(json.dumps(TSCONFIG, indent=2))
+    tsc = GRAFANA_DIR / "node_modules/.bin/tsc"
+    p = subprocess.run([str(tsc), "--noEmit", "-p", "tsconfig.json"], cwd=GRAFANA_DIR, text=True, capture_output=True)
+    version = subprocess.run([str(tsc), "--version"], cwd=GRAFANA_DIR, text=True, capture_output=True).stdout.strip()
+    if p.returncode != 0:
+        # Map each error's line in the generated file to the panel it is in.
+        lines = ts.splitlines()
+        for line in (p.stdout + p.stderr).strip().splitlines()[:40]:
+            m = re.match(r"dashboard\.check\.ts\((\d+),", line)
+            where = ""
+            if m:
+                n = int(m.group(1))
+                starts = [j for j, l in enumerate(lines[:n]) if l.startswith("export const ")]
+                where = f"[{lines[starts[-1]].split('=')[0].replace('export const ', '').strip()}] " if starts else ""
+            problems.append(where + line)
+    r.check(name, problems, f"@grafana/schema {want}, {version}, schemaVersion {dash.get('schemaVersion')}, "
+            f"{len(dash.get('panels', []))} panels, generated {GRAFANA_DIR.relative_to(ROOT)}/dashboard.check.ts")
 
 
 # ---------------------------------------------------------------- main -----------------------
@@ -1016,6 +1310,9 @@ def main() -> int:
     rule_spec = load_yaml_docs(ROOT / "k8s/monitoring/prometheusrule.yaml")[0]["spec"]
     dash = json.loads((ROOT / "k8s/monitoring/dashboards/podns.json").read_text())
     check_dashboard(r, dash)
+    check_dashboard_types(r, dash)
+    check_alert_rules(r, rule_spec)
+    check_operator_docs(r, rule_spec)
     check_promql(r, find_promtool(r), rule_spec, dash)
     check_metric_names(r, rule_spec, dash, scraped)
 
