@@ -118,6 +118,16 @@ pub struct RunArgs {
     #[arg(long, env = "PODNS_DRAIN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub drain_grace: Duration,
 
+    /// Write one JSON line per client query to standard output: client, name, type, rcode,
+    /// source, latency and what podns did (forwarded, cached, collapsed to a name, synthesized
+    /// and why).
+    #[arg(long, env = "PODNS_QUERY_LOG")]
+    pub query_log: bool,
+
+    /// With --query-log, log one query in N.
+    #[arg(long, env = "PODNS_QUERY_LOG_SAMPLE", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub query_log_sample: u64,
+
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter); RUST_LOG when unset.
     #[arg(long, env = "PODNS_LOG_LEVEL")]
     pub log_level: Option<String>,

@@ -38,6 +38,8 @@ pub struct Config {
     pub tcp: TcpLimits,
     pub cluster_domain: Name,
     pub drain_grace: Duration,
+    /// `--query-log`: log one query in this many.
+    pub query_log: Option<u64>,
 }
 
 impl Config {
@@ -83,6 +85,7 @@ impl Config {
             },
             cluster_domain: Name::from_dotted(&args.cluster_domain).expect("validated"),
             drain_grace: args.drain_grace,
+            query_log: args.query_log.then_some(args.query_log_sample),
         }
     }
 }

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                     collapse: cfg.collapse.take(),
                     max_inflight: cfg.max_inflight,
                     max_per_client: cfg.max_per_client,
+                    query_log: cfg.query_log,
                 });
                 podns::server::run(&cfg, pipeline, prometheus).await
             });

@@ -19,7 +19,7 @@ pub enum Admitted {
     /// Nothing is sent back.
     Dropped,
     /// An answer was written to the output buffer; `qtype` is 0 when no question was read.
-    Answered { rcode: u16, source: Source, qtype: u16 },
+    Answered { rcode: u16, source: Source, qtype: u16, action: Option<super::Action> },
     /// The query goes on to the chain; the guard holds its in-flight slot.
     Forward(ParsedQuery, InflightGuard),
 }
@@ -74,7 +74,12 @@ impl Admission {
             }
             Decision::Reject { header, rcode, question, opt } => {
                 error_reply(msg, &header, question.as_ref(), rcode, opt.as_ref(), out);
-                Err(Admitted::Answered { rcode, source: Source::Error, qtype: question.map_or(0, |q| q.qtype) })
+                Err(Admitted::Answered {
+                    rcode,
+                    source: Source::Error,
+                    qtype: question.map_or(0, |q| q.qtype),
+                    action: None,
+                })
             }
             Decision::Query(q) => {
                 self.metrics.request(proto, peer.is_ipv6(), q.question.qtype, msg.len());
@@ -96,7 +101,7 @@ impl Admission {
         let reject = |out: &mut BytesMut| {
             self.metrics.inflight_rejected.increment(1);
             error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), out);
-            Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error, qtype: q.question.qtype }
+            Admitted::Answered { rcode: rcode::SERVFAIL, source: Source::Error, qtype: q.question.qtype, action: None }
         };
         let Some(bucket) = self.shares.take(peer, proto) else {
             return reject(out);

@@ -46,6 +46,7 @@ mod cache;
 mod collapse;
 mod lookup;
 mod probes;
+mod query_log;
 mod root;
 mod shape;
 mod shares;
@@ -63,6 +64,7 @@ pub use cache::{CacheLayer, Role};
 pub use collapse::{Collapse, CollapseMode};
 pub use lookup::Lookup;
 pub use probes::Probes;
+pub use query_log::{QueryLog, Served};
 pub use root::{ROOT_DENIAL_TTL, Root};
 pub use shape::{Answer, shape};
 
@@ -172,6 +174,8 @@ pub struct Parts {
     pub collapse: Option<CollapseConfig>,
     pub max_inflight: u32,
     pub max_per_client: u32,
+    /// `--query-log-sample` when the query log is on.
+    pub query_log: Option<u64>,
 }
 
 /// The search collapse's configuration.
@@ -193,12 +197,23 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
     cache: Option<Arc<Cache>>,
+    query_log: Option<QueryLog>,
 }
 
 /// Builds the query path. The order of the layers is this function's body, read bottom-up.
 pub fn build(parts: Parts) -> Arc<Pipeline> {
-    let Parts { upstreams, cache, cache_metrics, metrics, servfail_ttl, aaaa, collapse, max_inflight, max_per_client } =
-        parts;
+    let Parts {
+        upstreams,
+        cache,
+        cache_metrics,
+        metrics,
+        servfail_ttl,
+        aaaa,
+        collapse,
+        max_inflight,
+        max_per_client,
+        query_log,
+    } = parts;
     let cache = cache.map(Arc::new);
     if let Some(c) = &cache {
         // A forged reply that got through the ID and question checks may be in the cache: when
@@ -221,7 +236,8 @@ pub fn build(parts: Parts) -> Arc<Pipeline> {
     let collapse = Arc::new(Collapse::new(collapse, probes, wait, metrics.clone(), aaaa));
     let chain = Arc::new(CacheLayer::new(Role::Answers, cache.clone(), cache_metrics, collapse));
     let admission = Arc::new(Admission::new(metrics.clone(), max_inflight, max_per_client));
-    Arc::new(Pipeline { admission, chain, budget: upstreams.query_timeout(), metrics, upstreams, cache })
+    let query_log = query_log.map(QueryLog::new);
+    Arc::new(Pipeline { admission, chain, budget: upstreams.query_timeout(), metrics, upstreams, cache, query_log })
 }
 
 impl Pipeline {
@@ -237,7 +253,12 @@ impl Pipeline {
         if self.chain.hit(msg, &q, out)
             && let Some(rcode) = shape(out, msg, &q, proto, &self.metrics)
         {
-            return Admitted::Answered { rcode, source: Source::Cache, qtype: q.question.qtype };
+            return Admitted::Answered {
+                rcode,
+                source: Source::Cache,
+                qtype: q.question.qtype,
+                action: Some(Action::Cached),
+            };
         }
         out.clear();
         self.admission.take(msg, q, peer, proto, out)
@@ -248,11 +269,13 @@ impl Pipeline {
     pub async fn serve(&self, msg: BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
         let mut req = Request::client(msg, *q, proto);
         let result = tokio::time::timeout(self.budget, self.chain.call(&mut req)).await;
-        match result {
+        let mut answer = match result {
             Ok(Ok(r)) => {
                 let mut bytes = r.reply;
                 match shape(&mut bytes, &req.msg, q, proto, &self.metrics) {
-                    Some(rcode) => Answer { bytes, rcode, source: r.source, action: Some(r.action) },
+                    Some(rcode) => {
+                        Answer { bytes, rcode, source: r.source, action: Some(r.action), query: BytesMut::new() }
+                    }
                     // The question was checked on the way in; a reply that still does not fit
                     // it is an internal error, and a wrong answer is worse than an honest failure.
                     None => Answer::servfail(&req.msg, q),
@@ -263,6 +286,17 @@ impl Pipeline {
                 Answer::servfail(&req.msg, q)
             }
             Err(_) => Answer::servfail(&req.msg, q),
+        };
+        answer.query = req.msg;
+        answer
+    }
+
+    /// Records an answer sent to a client: its metrics, and its query-log line when logged.
+    pub fn record(&self, s: &Served<'_>) {
+        let qtype = crate::wire::parse_question(s.query).map_or(0, |q| q.qtype);
+        self.metrics.response(s.proto, s.source, s.rcode, qtype, s.reply.len(), s.elapsed);
+        if let Some(log) = &self.query_log {
+            log.record(s);
         }
     }
 

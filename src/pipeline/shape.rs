@@ -17,6 +17,8 @@ pub struct Answer {
     pub source: Source,
     /// What decided it; `None` for an error podns answered itself.
     pub action: Option<Action>,
+    /// The client's query, handed back (its ID may have been overwritten on the way).
+    pub query: BytesMut,
 }
 
 impl Answer {
@@ -24,7 +26,7 @@ impl Answer {
     pub fn servfail(msg: &[u8], q: &ParsedQuery) -> Answer {
         let mut bytes = BytesMut::with_capacity(q.question.end + 11);
         error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut bytes);
-        Answer { bytes, rcode: rcode::SERVFAIL, source: Source::Error, action: None }
+        Answer { bytes, rcode: rcode::SERVFAIL, source: Source::Error, action: None, query: BytesMut::new() }
     }
 }
 

@@ -513,6 +513,7 @@ fn podns(world: &World, script: Arc<Scripted>) -> Arc<Pipeline> {
         collapse: Some(collapse),
         max_inflight: 4096,
         max_per_client: 4096,
+        query_log: None,
     })
 }
 

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{Drop, Proto};
 use crate::net::{Acceptor, FrameEnd, MESSAGE_TIMEOUT, now_ms, read_frame, write_frame};
-use crate::pipeline::{Admitted, Pipeline};
+use crate::pipeline::{Admitted, Pipeline, Served};
 use crate::wire::HEADER_LEN;
 
 pub use crate::config::TcpLimits;
@@ -208,26 +208,39 @@ async fn connection(
         out.clear();
         match pipeline.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
-            Admitted::Answered { rcode, source, qtype } => {
+            Admitted::Answered { rcode, source, action, .. } => {
                 if !send(&w, conn, &out).await {
                     pipeline.metrics.dropped(Drop::SendFailed);
                     return End::Closed;
                 }
-                pipeline.metrics.response(Proto::Tcp, source, rcode, qtype, out.len(), started.elapsed());
+                let elapsed = started.elapsed();
+                let (query, reply) = (&msg[..], &out[..]);
+                pipeline.record(&Served {
+                    proto: Proto::Tcp,
+                    client: peer,
+                    query,
+                    reply,
+                    rcode,
+                    source,
+                    action,
+                    elapsed,
+                });
             }
             Admitted::Forward(q, guard) => {
                 let (pipeline, w, conn) = (pipeline.clone(), w.clone(), conn.clone());
                 tokio::spawn(async move {
                     let answer = pipeline.serve(msg, &q, Proto::Tcp).await;
                     if send(&w, &conn, &answer.bytes).await {
-                        pipeline.metrics.response(
-                            Proto::Tcp,
-                            answer.source,
-                            answer.rcode,
-                            q.question.qtype,
-                            answer.bytes.len(),
-                            started.elapsed(),
-                        );
+                        pipeline.record(&Served {
+                            proto: Proto::Tcp,
+                            client: peer,
+                            query: &answer.query,
+                            reply: &answer.bytes,
+                            rcode: answer.rcode,
+                            source: answer.source,
+                            action: answer.action,
+                            elapsed: started.elapsed(),
+                        });
                     } else {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::metrics::{Drop, Proto};
-use crate::pipeline::{Admitted, Pipeline};
+use crate::pipeline::{Admitted, Pipeline, Served};
 use crate::wire::MAX_MESSAGE;
 
 /// Bytes reserved at a time for copies of forwarded queries.
@@ -37,11 +37,22 @@ pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watc
         out.clear();
         match pipeline.admit(&buf[..n], Proto::Udp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
-            Admitted::Answered { rcode, source, qtype } => {
+            Admitted::Answered { rcode, source, action, .. } => {
                 if sock.send_to(&out, peer).await.is_err() {
                     pipeline.metrics.dropped(Drop::SendFailed);
                 }
-                pipeline.metrics.response(Proto::Udp, source, rcode, qtype, out.len(), started.elapsed());
+                let elapsed = started.elapsed();
+                let (query, reply) = (&buf[..n], &out[..]);
+                pipeline.record(&Served {
+                    proto: Proto::Udp,
+                    client: peer,
+                    query,
+                    reply,
+                    rcode,
+                    source,
+                    action,
+                    elapsed,
+                });
             }
             Admitted::Forward(q, guard) => {
                 if slab.capacity() < n {
@@ -56,14 +67,16 @@ pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watc
                     if sock.send_to(&answer.bytes, peer).await.is_err() {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }
-                    pipeline.metrics.response(
-                        Proto::Udp,
-                        answer.source,
-                        answer.rcode,
-                        q.question.qtype,
-                        answer.bytes.len(),
-                        started.elapsed(),
-                    );
+                    pipeline.record(&Served {
+                        proto: Proto::Udp,
+                        client: peer,
+                        query: &answer.query,
+                        reply: &answer.bytes,
+                        rcode: answer.rcode,
+                        source: answer.source,
+                        action: answer.action,
+                        elapsed: started.elapsed(),
+                    });
                     drop(guard);
                 });
             }

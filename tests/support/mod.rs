@@ -160,6 +160,12 @@ impl PodnsBuilder {
     }
 
     /// Adds `flag value`.
+    /// Adds a flag that takes no value.
+    pub fn flag(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_string());
+        self
+    }
+
     pub fn arg(mut self, flag: &str, value: &str) -> Self {
         self.args.push(flag.to_string());
         self.args.push(value.to_string());
@@ -326,6 +332,23 @@ impl Podns {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits for a stdout line containing every needle (the query log); returns it.
+    pub async fn wait_stdout(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.stdout.find(needles) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "podns wrote no stdout line with {needles:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lines.lock().unwrap().clone()
     }
 
     /// The stderr line containing every needle, if one was logged.
