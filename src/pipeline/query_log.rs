@@ -79,7 +79,7 @@ impl QueryLog {
 
     /// Logs `s` when it is sampled.
     pub fn record(&self, s: &Served<'_>) {
-        if self.seen.fetch_add(1, Ordering::Relaxed) % self.every != 0 {
+        if !self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every) {
             return;
         }
         let question = parse_question(s.query).ok();
