@@ -187,7 +187,7 @@ pub fn findings(f: &Facts) -> Report {
         "{} cluster search domain(s), {} node search domain(s); namespace {}",
         cluster,
         search.len() - cluster,
-        f.cfg.namespace().map(|n| n.to_dotted()).unwrap_or_else(|| "unknown".into())
+        f.cfg.namespace().map(|n| n.to_dotted().trim_end_matches('.').to_string()).unwrap_or_else(|| "unknown".into())
     ));
     if search.is_empty() || f.cfg.ndots() <= 1 {
         s.podns = Some("little to collapse: names with a dot are asked as they are".into());
