@@ -66,6 +66,8 @@ pub struct Input<'a> {
 pub struct LiveInput {
     pub direct: LiveWalk,
     pub podns: LiveWalk,
+    /// Queries podns sent upstream during its walk (its probes included), from its metrics.
+    pub podns_upstream: Option<u64>,
 }
 
 /// The search configuration, as explained.
@@ -143,6 +145,9 @@ pub struct LivePath {
     pub server: String,
     pub exchanges: Vec<LiveExchange>,
     pub queries: usize,
+    /// Queries that reached the upstream: the walk's own on the direct path; on the podns path
+    /// what podns's metrics counted meanwhile (None when they cannot be read).
+    pub upstream_queries: Option<u64>,
     pub wall_ms: Option<f64>,
     /// `found`, `not-found`, `failed`.
     pub outcome: &'static str,
@@ -425,7 +430,7 @@ fn ms(d: std::time::Duration) -> Option<f64> {
     Some((d.as_secs_f64() * 10_000.0).round() / 10.0)
 }
 
-fn live_path(path: &'static str, w: &LiveWalk) -> LivePath {
+fn live_path(path: &'static str, w: &LiveWalk, upstream_queries: Option<u64>) -> LivePath {
     let exchanges = w
         .exchanges
         .iter()
@@ -454,6 +459,7 @@ fn live_path(path: &'static str, w: &LiveWalk) -> LivePath {
         path,
         server: w.server.to_string(),
         queries: w.exchanges.len(),
+        upstream_queries,
         exchanges,
         wall_ms: ms(w.wall),
         outcome,
@@ -462,8 +468,8 @@ fn live_path(path: &'static str, w: &LiveWalk) -> LivePath {
 }
 
 fn live_report(l: &LiveInput) -> Live {
-    let direct = live_path("direct", &l.direct);
-    let podns = live_path("podns", &l.podns);
+    let direct = live_path("direct", &l.direct, Some(l.direct.exchanges.len() as u64));
+    let podns = live_path("podns", &l.podns, l.podns_upstream);
     Live {
         stub: "glibc",
         same_result: direct.outcome == podns.outcome && direct.addresses == podns.addresses,

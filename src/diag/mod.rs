@@ -187,8 +187,11 @@ pub fn run_explain(args: ExplainArgs) -> ExitCode {
         }
         let conf = explain::stub_conf(&cfg, 1);
         let direct = walk::live_walk(Stub::Glibc, &args.name, &conf, upstream, args.timeout);
+        let before = walk::podns_upstream_requests(args.metrics, args.timeout);
         let podns = walk::live_walk(Stub::Glibc, &args.name, &conf, args.via, args.timeout);
-        live_input = Some(LiveInput { direct, podns });
+        let after = walk::podns_upstream_requests(args.metrics, args.timeout);
+        let podns_upstream = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+        live_input = Some(LiveInput { direct, podns, podns_upstream });
     }
     let mut e = explain(&Input {
         cfg: &cfg,

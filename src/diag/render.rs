@@ -68,28 +68,32 @@ pub fn render_text(e: &Explanation) -> String {
             render_path(&mut o, p);
         }
         let _ = writeln!(o);
+        let up = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let _ = writeln!(o, "Totals:  path    sent  upstream  wall        result");
+        for p in [&l.direct, &l.podns] {
+            let _ = writeln!(
+                o,
+                "         {:<7} {:>4}  {:>8}  {:<10}  {} {}",
+                p.path,
+                p.queries,
+                up(p.upstream_queries),
+                ms(p.wall_ms),
+                p.outcome,
+                p.addresses.join(" ")
+            );
+        }
+        if l.podns.upstream_queries.is_none() {
+            let _ = writeln!(o, "         (podns's upstream count needs its metrics: --metrics ADDR)");
+        }
+        let upstream_saved = match (l.direct.upstream_queries, l.podns.upstream_queries) {
+            (Some(d), Some(p)) => format!(", the upstream {} fewer", d as i64 - p as i64),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "Totals: {:<7} {:>3} queries  {:>10}  {}  {}",
-            "direct",
-            l.direct.queries,
-            ms(l.direct.wall_ms),
-            l.direct.outcome,
-            l.direct.addresses.join(" ")
-        );
-        let _ = writeln!(
-            o,
-            "        {:<7} {:>3} queries  {:>10}  {}  {}",
-            "podns",
-            l.podns.queries,
-            ms(l.podns.wall_ms),
-            l.podns.outcome,
-            l.podns.addresses.join(" ")
-        );
-        let _ = writeln!(
-            o,
-            "        {} queries saved; {}",
+            "         through podns: the client sent {} fewer queries{}; {}",
             l.queries_saved,
+            upstream_saved,
             if l.same_result { "same result on both paths" } else { "DIFFERENT results on the two paths" }
         );
     }

@@ -210,20 +210,46 @@ pub fn answers(addr: SocketAddr, zone: &str, timeout: Duration) -> bool {
     matches!(query(addr, zone, rtype::SOA, false, timeout), Ok(_) | Err(QueryError::Garbled(_)))
 }
 
+/// The text of podns's `/metrics` at `metrics`, `None` when it does not answer in time.
+fn metrics_text(metrics: SocketAddr, timeout: Duration) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&metrics, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").as_bytes()).ok()?;
+    let mut body = Vec::new();
+    s.take(4 << 20).read_to_end(&mut body).ok()?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let status_ok = text.lines().next().is_some_and(|l| l.starts_with("HTTP/1.") && l.split(' ').nth(1) == Some("200"));
+    status_ok.then_some(text)
+}
+
 /// Asks podns's metrics endpoint (`http://ADDR/metrics`) which upstreams it uses: the `to`
 /// labels of `podns_upstream_healthy`. Empty when it does not answer in time.
 pub fn podns_upstreams(metrics: SocketAddr, timeout: Duration) -> Vec<SocketAddr> {
-    let Ok(mut s) = TcpStream::connect_timeout(&metrics, timeout) else {
-        return Vec::new();
-    };
-    let _ = s.set_read_timeout(Some(timeout));
-    let _ = s.set_write_timeout(Some(timeout));
-    if s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {metrics}\r\n\r\n").as_bytes()).is_err() {
-        return Vec::new();
+    metrics_text(metrics, timeout).map(|t| parse_upstreams(&t)).unwrap_or_default()
+}
+
+/// podns's count of queries sent upstream so far (`podns_upstream_requests_total`, summed),
+/// `None` when its metrics cannot be had.
+pub fn podns_upstream_requests(metrics: SocketAddr, timeout: Duration) -> Option<u64> {
+    metrics_text(metrics, timeout).and_then(|t| sum_metric(&t, crate::metrics::UPSTREAM_REQUESTS_TOTAL))
+}
+
+/// The sum of the samples of counter `name` in a Prometheus text; `None` when it has none.
+pub fn sum_metric(text: &str, name: &str) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0f64;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            found = true;
+            sum += v;
+        }
     }
-    let mut body = Vec::new();
-    let _ = s.take(4 << 20).read_to_end(&mut body);
-    parse_upstreams(&String::from_utf8_lossy(&body))
+    found.then_some(sum as u64)
 }
 
 /// The `to` labels of the `podns_upstream_healthy` samples of a Prometheus text.
@@ -250,6 +276,10 @@ mod tests {
                     podns_upstream_healthy{to=\"[fd00::a]:53\"} 0\npodns_requests_total{to=\"1.2.3.4:53\"} 3\n";
         assert_eq!(parse_upstreams(text), ["10.96.0.10:53".parse().unwrap(), "[fd00::a]:53".parse().unwrap()]);
         assert!(parse_upstreams("garbage{to=\"x").is_empty());
+        let text = "podns_upstream_requests_total{to=\"a\",proto=\"udp\"} 7\n\
+                    podns_upstream_requests_total{to=\"a\",proto=\"tcp\"} 2\npodns_upstream_requests_totalx 5\n";
+        assert_eq!(sum_metric(text, "podns_upstream_requests_total"), Some(9));
+        assert_eq!(sum_metric("", "podns_upstream_requests_total"), None);
     }
 
     #[test]

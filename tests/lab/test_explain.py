@@ -102,6 +102,10 @@ def test_live_pypi_fewer_queries_through_podns(pod, sidecar):
     assert direct["server"] == "%s:53" % lab.DNS_IP, "upstream learnt from podns's metrics"
     assert through["server"] == "127.0.0.1:53"
     assert direct["queries"] > through["queries"], text
+    # podns's own upstream queries (its TLD probes and the collapse's candidates, from its
+    # metrics) stay below the direct walk's too.
+    assert through["upstream_queries"] is not None, text
+    assert direct["upstream_queries"] > through["upstream_queries"], text
     assert direct["outcome"] == through["outcome"] == "found", text
     assert direct["addresses"] == through["addresses"] and direct["addresses"], text
     assert live["same_result"] is True
