@@ -379,35 +379,34 @@ fn explain_candidate(input: &Input, cand: &str) -> Candidate {
                 "§4: P = {p} has a dot and its last label `{tld_label}` is a top-level domain: the name looks like {p} under search domain {}",
                 dotted(&cfg.search()[search_index])
             ));
-            let probes_text = match &svc_probe {
-                Some(s) => format!(
-                    "`{tld_label}` is a namespace (probe {} A) or a service in namespace {} (probe {} A)",
-                    dotted(&ns_probe),
-                    cfg.namespace().map(|n| n.to_dotted().trim_end_matches('.').to_string()).unwrap_or_default(),
-                    dotted(s)
-                ),
-                None => format!("`{tld_label}` is a namespace (probe {} A)", dotted(&ns_probe)),
-            };
+            let ns_name = cfg.namespace().map(|n| n.to_dotted().trim_end_matches('.').to_string());
             let fact = input.probes.get(&tld_label).cloned();
+            let said = |i: usize| {
+                fact.as_ref().and_then(|f| f.probes.get(i)).map(|p| format!(": {}", p.status)).unwrap_or_default()
+            };
+            let mut asked = format!("a namespace (probe {} A{})", dotted(&ns_probe), said(0));
+            if let (Some(s), Some(ns)) = (&svc_probe, &ns_name) {
+                asked.push_str(&format!(" or a service in namespace {ns} (probe {} A{})", dotted(s), said(1)));
+            }
             c.action = match fact.as_ref().map(|f| f.verdict) {
                 None => {
                     c.why.push(format!(
-                        "§6: a cluster name can end in .{tld_label} only if {probes_text}; podns asks these probes once per {tld_label} (cached --probe-ttl)"
+                        "§6: a cluster name can end in .{tld_label} only if `{tld_label}` is {asked}; podns asks these probes once per label and keeps the answer --probe-ttl"
                     ));
                     Action::CollapsedIfProbesAllow { to: to.clone() }
                 }
                 Some(ProbeVerdict::Absent) => {
-                    c.why.push(format!(
-                        "§6: the probes say no cluster name ends in .{tld_label} ({probes_text}: both NXDOMAIN)"
-                    ));
+                    c.why.push(format!("§6: no cluster name can end in .{tld_label}: `{tld_label}` is not {asked}"));
                     Action::Collapsed { to: to.clone() }
                 }
                 Some(ProbeVerdict::Exists) => {
-                    c.why.push(format!("§6: a probe found `{tld_label}` in the cluster ({probes_text}): forwarded"));
+                    c.why.push(format!("§6: `{tld_label}` may be {asked}: the name may be real, forwarded"));
                     Action::Forwarded
                 }
                 Some(ProbeVerdict::Failed) => {
-                    c.why.push(format!("§6: the probes failed ({probes_text}): podns assumes nothing and forwards"));
+                    c.why.push(format!(
+                        "§6: the probes failed (is `{tld_label}` {asked}?): podns assumes nothing and forwards"
+                    ));
                     Action::Forwarded
                 }
             };

@@ -36,6 +36,7 @@ pub fn render_text(e: &Explanation) -> String {
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "What podns does with each candidate:");
+    let mut aaaa_said: Vec<&str> = Vec::new();
     for (i, c) in e.candidates.iter().enumerate() {
         let action = match &c.action {
             Action::NxdomainLocally => "NXDOMAIN locally (not asked upstream)".to_string(),
@@ -51,14 +52,15 @@ pub fn render_text(e: &Explanation) -> String {
         for w in &c.why {
             let _ = writeln!(o, "     why: {w}");
         }
-        if let Some(f) = &c.probes {
-            let res: Vec<String> = f.probes.iter().map(|p| format!("{} A {}", p.name, p.status)).collect();
-            let _ = writeln!(o, "     probes: {} => {:?}", res.join(", "), f.verdict);
-        } else if !c.probe_names.is_empty() {
-            let _ = writeln!(o, "     probes (not asked): {}", c.probe_names.join(", "));
-        }
-        if let Some(a) = &c.aaaa {
-            let _ = writeln!(o, "     {a}");
+        match &c.aaaa {
+            Some(a) if aaaa_said.contains(&a.as_str()) => {
+                let _ = writeln!(o, "     AAAA: as above");
+            }
+            Some(a) => {
+                let _ = writeln!(o, "     {a}");
+                aaaa_said.push(a);
+            }
+            None => {}
         }
     }
     if let Some(l) = &e.live {
