@@ -429,3 +429,21 @@ fn check_errors() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("no upstream nameserver"));
 }
+
+/// The flags of explain and check are documented in the README, as the other subcommands' are
+/// (tests/docs.rs).
+#[test]
+fn flags_are_documented() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for sub in ["explain", "check"] {
+        let help = stdout(&podns(&[sub, "--help"]));
+        let missing: Vec<&str> = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches([',', '.', ')', ':']))
+            .filter(|w| *w != "--help" && !w.contains('='))
+            .filter(|f| !readme.contains(&format!("`{f}")))
+            .collect();
+        assert!(missing.is_empty(), "podns {sub}: flags missing from README: {missing:?}");
+    }
+}

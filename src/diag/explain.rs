@@ -396,7 +396,10 @@ fn explain_candidate(input: &Input, cand: &str) -> Candidate {
                     Action::CollapsedIfProbesAllow { to: to.clone() }
                 }
                 Some(ProbeVerdict::Absent) => {
-                    c.why.push(format!("§6: no cluster name can end in .{tld_label}: `{tld_label}` is not {asked}"));
+                    c.why.push(format!(
+                        "§6: no cluster name can end in .{tld_label}: `{tld_label}` is neither {}",
+                        asked.replacen(" or a service", " nor a service", 1)
+                    ));
                     Action::Collapsed { to: to.clone() }
                 }
                 Some(ProbeVerdict::Exists) => {
