@@ -447,3 +447,47 @@ fn flags_are_documented() {
         assert!(missing.is_empty(), "podns {sub}: flags missing from README: {missing:?}");
     }
 }
+
+/// `podns check -f`: the pods of a namespace's manifests, judged as `podns inject` judges them.
+#[test]
+fn check_manifests() {
+    let input = golden_dir().join("check-manifests.in.yaml");
+    let out = podns(&["check", "-f", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "pods podns cannot serve block: {}", stderr(&out));
+    let text = stdout(&out).replace(&format!("{}/", golden_dir().display()), "");
+    for (what, sev) in [
+        ("Deployment/api (document 1 of check-manifests.in.yaml): dnsPolicy ClusterFirst", "[ok   ] pod"),
+        ("Deployment/resolver (document 2 of check-manifests.in.yaml): podns cannot serve", "[BLOCK] pod"),
+        ("DaemonSet/node-agent (document 3 of check-manifests.in.yaml): podns cannot serve", "[BLOCK] pod"),
+        ("CronJob/report (document 4 of check-manifests.in.yaml): podns cannot serve", "[BLOCK] pod"),
+        ("Pod/exporter (document 5 of check-manifests.in.yaml): podns cannot serve", "[BLOCK] pod"),
+        ("Pod/exporter (document 5 of check-manifests.in.yaml): dnsConfig ndots 2", "[info ] ndots"),
+        ("Deployment/meshed (document 6 of check-manifests.in.yaml): dnsPolicy ClusterFirst", "[WARN ] pod"),
+        ("Deployment/meshed (document 6 of check-manifests.in.yaml): dnsConfig ndots 1", "[info ] ndots"),
+    ] {
+        assert!(text.contains(&format!("{sev}: {what}")), "missing `{sev}: {what}` in:\n{text}");
+    }
+    assert!(text.contains("port 53") && text.contains("hostNetwork") && text.contains("dnsPolicy: Default"));
+    assert!(text.contains("skip-outbound-ports"), "Linkerd's caveat: {text}");
+    assert!(!text.contains("Service/api"), "a Service holds no pod");
+    golden("check-manifests.txt", &text);
+    // Standard input works too.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podns"))
+        .args(["check", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run podns");
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("[ok   ] pod: Pod/p (document 1 of standard input)"), "{}", stdout(&out));
+    // An unreadable file exits 1 naming it.
+    let out = podns(&["check", "-f", "/nonexistent/m.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent/m.yaml"));
+}

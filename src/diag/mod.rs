@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod manifests;
 pub mod render;
 pub mod walk;
 
@@ -103,6 +104,12 @@ pub struct CheckArgs {
     /// Longest wait for one reply.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Lint the pods of these manifests instead (multi-document YAML; `-` for standard input):
+    /// dnsPolicy, hostNetwork, ports 53/9153 and mesh conflicts as `podns inject` judges them,
+    /// and ndots (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 
     /// Where the IPv6 addresses are listed (tests point it at a file).
     #[arg(long, default_value = "/proc/net/if_inet6", hide = true)]
@@ -208,8 +215,34 @@ pub fn run_explain(args: ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `podns check -f`: the manifests' pods.
+fn run_check_files(args: &CheckArgs) -> ExitCode {
+    let mut findings = Vec::new();
+    for f in &args.files {
+        let (name, text) = if f.as_os_str() == "-" {
+            let mut t = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut t) {
+                return fail(1, &format!("cannot read standard input: {e}"));
+            }
+            ("standard input".to_string(), t)
+        } else {
+            match std::fs::read_to_string(f) {
+                Ok(t) => (f.display().to_string(), t),
+                Err(e) => return fail(1, &format!("cannot read --file {}: {e}", f.display())),
+            }
+        };
+        findings.extend(manifests::lint(&text, &name, &args.cluster_domain));
+    }
+    let report = check::Report { blocking: findings.iter().any(|f| f.severity == check::Severity::Block), findings };
+    print!("{}", if args.json { render_check_json(&report) } else { render_check_text(&report) });
+    if report.blocking { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
 /// `podns check`.
 pub fn run_check(args: CheckArgs) -> ExitCode {
+    if !args.files.is_empty() {
+        return run_check_files(&args);
+    }
     let (cfg, text) = match load_resolv(&args.resolv_conf, &args.cluster_domain) {
         Ok(v) => v,
         Err(e) => return fail(2, &e),
