@@ -123,3 +123,19 @@ def test_live_cluster_name_same_on_both_paths(pod, sidecar):
     assert live["same_result"] is True, text
     assert live["direct"]["queries"] >= live["podns"]["queries"], text
     assert live["podns"]["addresses"], text
+
+
+def test_check_sees_an_aaaa_servfail(pod):
+    """The stand-in cluster DNS fails AAAA for the kubernetes service (a systemd-resolved
+    upstream does this): check warns, says podns repairs it, and does not block."""
+    pod.set_rules([{"name": "kubernetes.default.svc.cluster.local.", "type": "AAAA", "proto": "*",
+                    "action": "servfail"}])
+    try:
+        # A port of its own: the sidecar of the tests above may hold 127.0.0.1:53.
+        rc, out, err, _ = in_pod(pod, podns_bin(), "check", "--json", "--listen", "127.0.0.1:15353")
+    finally:
+        pod.set_rules([])
+    assert rc == 0, "a quirk podns repairs does not block: %s %s" % (out, err)
+    aaaa = [f for f in json.loads(out)["findings"] if f["check"] == "aaaa"]
+    assert [f["severity"] for f in aaaa] == ["warn"], aaaa
+    assert "SERVFAIL" in aaaa[0]["summary"] and "--aaaa fix" in aaaa[0]["podns"], aaaa
