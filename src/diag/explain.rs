@@ -180,6 +180,8 @@ pub struct Explanation {
     /// Where glibc's and musl's walks differ.
     pub differences: Vec<String>,
     pub candidates: Vec<Candidate>,
+    /// The walk through podns, in one sentence.
+    pub through_podns: String,
     pub live: Option<Live>,
 }
 
@@ -266,7 +268,8 @@ pub fn explain(input: &Input) -> Explanation {
     }
     let mut all = glibc.clone();
     all.extend(musl.iter().filter(|c| !glibc.contains(c)).cloned());
-    let candidates = all.iter().map(|c| explain_candidate(input, c)).collect();
+    let candidates: Vec<Candidate> = all.iter().map(|c| explain_candidate(input, c)).collect();
+    let through_podns = summarize(&candidates, glibc.len());
     Explanation {
         name: input.name.to_string(),
         qtype: type_label(input.qtype),
@@ -282,7 +285,34 @@ pub fn explain(input: &Input) -> Explanation {
         walks,
         differences,
         candidates,
+        through_podns,
         live: input.live.map(live_report),
+    }
+}
+
+/// The walk through podns in one sentence: where a collapse ends it, or how many candidates
+/// podns answers itself.
+fn summarize(candidates: &[Candidate], walked: usize) -> String {
+    let collapsed = candidates
+        .iter()
+        .position(|c| matches!(c.action, Action::Collapsed { .. } | Action::CollapsedIfProbesAllow { .. }));
+    if let Some(i) = collapsed {
+        let c = &candidates[i];
+        let cond = if matches!(c.action, Action::CollapsedIfProbesAllow { .. }) { ", if the probes allow" } else { "" };
+        return format!(
+            "the client's walk ends at candidate {} ({}) with podns's CNAME when the name exists{cond}: {} queries (A and AAAA) instead of up to {} for a name found last; the later candidates are never asked",
+            i + 1,
+            c.name,
+            2 * (i + 1),
+            2 * walked
+        );
+    }
+    let local = candidates.iter().filter(|c| c.action == Action::NxdomainLocally).count();
+    match local {
+        0 => "every candidate is forwarded as the client asks it (answers cached)".to_string(),
+        n => format!(
+            "the client asks the same candidates; podns answers {n} of them itself (NXDOMAIN, no upstream query) and forwards the rest"
+        ),
     }
 }
 

@@ -63,6 +63,8 @@ pub fn render_text(e: &Explanation) -> String {
             None => {}
         }
     }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Through podns: {}", e.through_podns);
     if let Some(l) = &e.live {
         let _ = writeln!(o);
         let _ = writeln!(o, "Live walk ({} getaddrinfo model, one try per query):", l.stub);
