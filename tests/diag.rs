@@ -404,11 +404,18 @@ fn check_nothing_listening() {
 #[test]
 fn check_port_conflict() {
     let up = healthy();
-    let taken = std::net::UdpSocket::bind((LOCALHOST_V4, 0)).unwrap();
-    let (code, text, v) = check(up.addr, taken.local_addr().unwrap());
+    // Held over UDP and TCP alike (another DNS server), so the output does not depend on
+    // what else runs on the machine.
+    let (udp, _tcp) = loop {
+        let udp = std::net::UdpSocket::bind((LOCALHOST_V4, 0)).unwrap();
+        if let Ok(tcp) = std::net::TcpListener::bind(udp.local_addr().unwrap()) {
+            break (udp, tcp);
+        }
+    };
+    let (code, text, v) = check(up.addr, udp.local_addr().unwrap());
     assert_eq!(code, Some(1), "{text}");
     assert_eq!(severity(&v, "listen"), ["block"]);
-    assert!(text.contains("UDP LISTEN is in use"), "{text}");
+    assert!(text.contains("UDP LISTEN is in use") && text.contains("TCP LISTEN is in use"), "{text}");
     golden("check-port-conflict.txt", &text);
 }
 
