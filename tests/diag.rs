@@ -189,6 +189,14 @@ fn explain_errors() {
     let out = podns(&["explain", "x", "--via", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--via"), "{}", stderr(&out));
+    let f2 = TempFile::new("resolv.conf", POD);
+    for sub in [&["explain", "x", "--no-live"][..], &["check"][..]] {
+        let mut args = sub.to_vec();
+        args.extend(["--resolv-conf", f2.path_str(), "--cluster-domain", "a..b"]);
+        let out = podns(&args);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--cluster-domain"), "{}", stderr(&out));
+    }
     let out = podns(&["explain", "x", "--live", "--no-live"]);
     assert_eq!(out.status.code(), Some(2));
     // --live with nothing at --via: exit 1, fast.

@@ -126,6 +126,8 @@ fn parse_type(s: &str) -> Result<u16, String> {
 
 /// Reads and parses a resolv.conf; the error names the file.
 fn load_resolv(path: &Path, cluster_domain: &str) -> Result<(SearchConfig, String), String> {
+    // A bad cluster domain is the flag's fault, not the file's.
+    SearchConfig::new(&[], 1, cluster_domain).map_err(|e| format!("invalid value for --cluster-domain: {e}"))?;
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("cannot read --resolv-conf {}: {e}", path.display()))?;
     let cfg = SearchConfig::from_resolv_conf(&text, cluster_domain)
