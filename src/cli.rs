@@ -47,6 +47,12 @@ pub enum Command {
     /// Redirect the pod's DNS traffic (UDP and TCP port 53) to podns on a local port, except
     /// podns's own: the init container of capture mode (needs root and CAP_NET_ADMIN).
     CaptureInit(crate::k8s::capture::CaptureInitArgs),
+    /// Explain what a pod's stub resolver walks for a name and what podns does with each
+    /// candidate, and why; with --live, walk it directly and through podns.
+    Explain(crate::diag::ExplainArgs),
+    /// Pre-flight for a pod: cluster DNS, search list, upstream quirks, port conflicts, IPv6,
+    /// each with what podns does about it (exit 1 when something blocks).
+    Check(crate::diag::CheckArgs),
 }
 
 /// Flags of the proxy.

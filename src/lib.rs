@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod diag;
 pub mod error;
 /// `podns inject` lives in [`k8s::inject`]; this path is kept for the tests and tools that use it.
 pub use k8s::inject;

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             podns::k8s::webhook::run(args)
         }
         Some(Command::CaptureInit(args)) => podns::k8s::capture::run(args),
+        Some(Command::Explain(args)) => podns::diag::run_explain(args),
+        Some(Command::Check(args)) => podns::diag::run_check(args),
         None => {
             let args = cli.run;
             init_tracing(args.log_level.as_deref());

@@ -226,53 +226,116 @@ pub fn classify(qname: &[u8], cfg: &SearchConfig) -> SearchClass {
     SearchClass::NotSearch
 }
 
+/// Which rule of SEARCH_RULES.md §3 rules a cluster name out: the reason behind an
+/// [`SearchClass::Impossible`], for explanations (`podns explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImpossibleRule {
+    /// Rule 3: the label right above the cluster domain is not `svc`, `pod`, `dns-version`, `dns`.
+    NotSvcOrPod,
+    /// Rule 5: below `dns-version.<cd>`.
+    BelowDnsVersion,
+    /// Rule 7: below `dns.<cd>`, other than `ns.dns.<cd>`.
+    BelowDns,
+    /// Rule 8: more than 4 labels below `svc`/`pod`.
+    TooLong,
+    /// Rule 9: the namespace label is not an RFC 1123 label.
+    BadNamespace,
+    /// Rule 10: the service label is not an RFC 1123 label.
+    BadService,
+    /// Rule 11: the pod label holds a character no address can hold.
+    BadPodIp,
+}
+
+impl ImpossibleRule {
+    /// The rule's number in SEARCH_RULES.md §3.
+    pub fn number(self) -> u8 {
+        match self {
+            ImpossibleRule::NotSvcOrPod => 3,
+            ImpossibleRule::BelowDnsVersion => 5,
+            ImpossibleRule::BelowDns => 7,
+            ImpossibleRule::TooLong => 8,
+            ImpossibleRule::BadNamespace => 9,
+            ImpossibleRule::BadService => 10,
+            ImpossibleRule::BadPodIp => 11,
+        }
+    }
+
+    /// One sentence: why cluster DNS answers NXDOMAIN for such a name.
+    pub fn text(self) -> &'static str {
+        match self {
+            ImpossibleRule::NotSvcOrPod => {
+                "the label above the cluster domain is not svc, pod, dns-version or dns: every record lives under svc.<cd> or pod.<cd>"
+            }
+            ImpossibleRule::BelowDnsVersion => "only dns-version.<cd> itself holds data (a TXT record)",
+            ImpossibleRule::BelowDns => "below dns.<cd> only ns.dns.<cd> holds data (CoreDNS's own address)",
+            ImpossibleRule::TooLong => "more than 4 labels below svc/pod: CoreDNS parses at most 4",
+            ImpossibleRule::BadNamespace => {
+                "the namespace label is not an RFC 1123 label, so no namespace has that name"
+            }
+            ImpossibleRule::BadService => "the service label is not an RFC 1123 label, so no service has that name",
+            ImpossibleRule::BadPodIp => "the pod label holds a character no IP address can hold",
+        }
+    }
+}
+
+/// The rule of SEARCH_RULES.md §3 that rules `qname` (one uncompressed wire name, any letter
+/// case) out of the cluster domain, if one does; `None` for a name that may exist, and for
+/// malformed input. [`classify`] says `Impossible` exactly for search expansions with `Some`.
+pub fn impossible_rule(qname: &[u8], cfg: &SearchConfig) -> Option<ImpossibleRule> {
+    cluster_name_rule(qname, &Split::new(qname)?, cfg.cluster_domain.wire())
+}
+
 /// True when the full name `qname` is inside the cluster domain `cd` and no record of the
 /// Kubernetes DNS schema (as CoreDNS's kubernetes plugin serves it) can exist there, so cluster
 /// DNS answers NXDOMAIN. See SEARCH_RULES.md for each rule.
 fn cluster_name_impossible(qname: &[u8], split: &Split, cd: &[u8]) -> bool {
-    let Some(cd_start) = qname.len().checked_sub(cd.len()) else {
-        return false;
-    };
-    let Some(m) = split.label_at(cd_start) else {
-        return false;
-    };
+    cluster_name_rule(qname, split, cd).is_some()
+}
+
+/// The rule behind [`cluster_name_impossible`].
+fn cluster_name_rule(qname: &[u8], split: &Split, cd: &[u8]) -> Option<ImpossibleRule> {
+    use ImpossibleRule::*;
+    let cd_start = qname.len().checked_sub(cd.len())?;
+    let m = split.label_at(cd_start)?;
     if m == 0 || !qname[cd_start..].eq_ignore_ascii_case(cd) {
-        return false; // the cluster domain itself (NODATA), or not below it
+        return None; // the cluster domain itself (NODATA), or not below it
     }
     let label = |j: usize| &qname[split.range(j)];
     // `*` and `any` are wildcards in kube-dns (SkyDNS) and CoreDNS before 1.9: never impossible.
     if (0..m).any(|j| is_wildcard(label(j))) {
-        return false;
+        return None;
     }
     // Labels 0..m lie below the cluster domain; label m-1 is right above it.
     let top = label(m - 1);
     if top.eq_ignore_ascii_case(b"svc") || top.eq_ignore_ascii_case(b"pod") {
         let below = m - 1;
         if below == 0 {
-            return false; // svc.<cd>, pod.<cd>: NODATA
+            return None; // svc.<cd>, pod.<cd>: NODATA
         }
         if below > MAX_SCHEMA_LABELS {
-            return true;
+            return Some(TooLong);
         }
         if !is_dns1123_label(label(m - 2)) {
-            return true; // no namespace can have this name
+            return Some(BadNamespace); // no namespace can have this name
         }
         if below >= 2 {
             let second = label(m - 3);
-            let possible =
-                if top.eq_ignore_ascii_case(b"svc") { is_dns1123_label(second) } else { could_be_pod_ip(second) };
-            return !possible;
+            return if top.eq_ignore_ascii_case(b"svc") {
+                (!is_dns1123_label(second)).then_some(BadService)
+            } else {
+                (!could_be_pod_ip(second)).then_some(BadPodIp)
+            };
         }
-        return false;
+        return None;
     }
     if top.eq_ignore_ascii_case(b"dns-version") {
-        return m != 1; // dns-version.<cd> TXT
+        return (m != 1).then_some(BelowDnsVersion); // dns-version.<cd> TXT
     }
     if top.eq_ignore_ascii_case(b"dns") {
         // ns.dns.<cd> A/AAAA (CoreDNS's own address), and dns.<cd> above it.
-        return !(m == 1 || (m == 2 && label(0).eq_ignore_ascii_case(b"ns")));
+        return (!(m == 1 || (m == 2 && label(0).eq_ignore_ascii_case(b"ns")))).then_some(BelowDns);
     }
-    true
+    Some(NotSvcOrPod)
 }
 
 fn is_wildcard(label: &[u8]) -> bool {
