@@ -187,3 +187,44 @@ async fn dropped_packets_are_counted() {
     podns.wait_metric("podns_dropped_total", &[("reason", "short")], |v| v >= 1.0, REPLY_TIMEOUT).await;
     podns.wait_metric("podns_dropped_total", &[("reason", "response")], |v| v >= 1.0, REPLY_TIMEOUT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_explain_shows_the_running_proxys_decisions_and_walks_when_asked() {
+    let up = Upstream::with_default(Reply::nxdomain(Rr::soa(".", 3600, 86400)).action());
+    up.on("pypi.org", RecordType::A, Reply::answer(vec![Rr::a(Ipv4Addr::new(198, 51, 100, 9))]).action());
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--search", "default.svc.cluster.local,svc.cluster.local,cluster.local")
+        .arg("--ndots", "5")
+        .start()
+        .await;
+    // A query through the collapse teaches podns's probes about `org`.
+    let reply = udp_query(podns.addr(), &query("pypi.org.default.svc.cluster.local", RecordType::A)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+
+    let (status, body) = podns.http_get("/debug/explain?name=pypi.org").await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(e["name"], "pypi.org");
+    let candidates = e["candidates"].as_array().expect("candidates");
+    assert!(candidates.len() >= 3, "{body}");
+    assert!(body.contains("default.svc.cluster.local"), "the proxy's own search list: {body}");
+    assert!(e["live"].is_null(), "read-only without live=1: {body}");
+    assert!(up.received_for("pypi.org").len() <= 2, "a read-only explanation sends nothing");
+
+    let (status, text) = podns.http_get("/debug/explain?name=pypi.org&type=AAAA&format=text").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("pypi.org"), "{text}");
+
+    let before = up.received_for("pypi.org").len();
+    let (status, body) = podns.http_get("/debug/explain?name=pypi.org&live=1").await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(!e["live"].is_null(), "live=1 walks: {body}");
+    assert!(up.received_for("pypi.org").len() > before, "the direct walk asked the upstream");
+
+    for bad in ["/debug/explain", "/debug/explain?name=", "/debug/explain?name=x&type=BOGUS", "/debug/explain?nope=1"] {
+        let (status, body) = podns.http_get(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}

@@ -169,9 +169,7 @@ pub fn run_explain(args: ExplainArgs) -> ExitCode {
         }
         up
     };
-    let mut probes = BTreeMap::new();
-    let mut live_input = None;
-    if live {
+    let walk = if live {
         let upstream = args
             .upstream
             .or_else(|| walk::podns_upstreams(args.metrics, args.timeout).into_iter().next())
@@ -187,34 +185,70 @@ pub fn run_explain(args: ExplainArgs) -> ExitCode {
                 ),
             );
         };
-        for (label, names) in explain::probes_needed(&cfg, &args.name) {
-            let results: Vec<_> = names
-                .iter()
-                .map(|n| (n.clone(), walk::query(upstream, n, rtype::A, false, args.timeout).map(|a| a.rcode)))
-                .collect();
-            probes.insert(label, explain::probe_fact(&results));
-        }
-        let conf = explain::stub_conf(&cfg, 1);
-        let direct = walk::live_walk(Stub::Glibc, &args.name, &conf, upstream, args.timeout);
-        let before = walk::podns_upstream_requests(args.metrics, args.timeout);
-        let podns = walk::live_walk(Stub::Glibc, &args.name, &conf, args.via, args.timeout);
-        let after = walk::podns_upstream_requests(args.metrics, args.timeout);
-        let podns_upstream = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-        live_input = Some(LiveInput { direct, podns, podns_upstream });
-    }
-    let mut e = explain(&Input {
-        cfg: &cfg,
-        name: &args.name,
-        qtype: args.qtype,
-        aggressive: false,
-        probes: &probes,
-        live: live_input.as_ref(),
-    });
+        Some(LiveArgs { via: args.via, upstream, metrics: args.metrics, timeout: args.timeout })
+    } else {
+        None
+    };
+    let mut e = explain_name(&cfg, &args.name, args.qtype, false, BTreeMap::new(), walk);
     if args.no_timing {
         explain::strip_timing(&mut e);
     }
     print!("{}", if args.json { render_json(&e) } else { render_text(&e) });
     ExitCode::SUCCESS
+}
+
+/// Where a live walk goes: podns at `via` (its metrics at `metrics`), and `upstream` directly.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveArgs {
+    pub via: SocketAddr,
+    pub upstream: SocketAddr,
+    pub metrics: SocketAddr,
+    /// Longest wait for one reply.
+    pub timeout: Duration,
+}
+
+/// Probe facts from what a running podns's probes found (lower-case label → whether a cluster
+/// name can end in it); the individual probe answers are not kept, only the verdict.
+pub fn known_probes(known: &[(String, bool)]) -> BTreeMap<String, explain::ProbeFact> {
+    known
+        .iter()
+        .map(|(label, exists)| {
+            let verdict = if *exists { explain::ProbeVerdict::Exists } else { explain::ProbeVerdict::Absent };
+            (label.clone(), explain::ProbeFact { verdict, probes: Vec::new() })
+        })
+        .collect()
+}
+
+/// Explains `name` (`qtype`) under `cfg`, with the probe facts known so far (by lower-case
+/// label); with `live`, after probing the labels podns would probe and walking the name as
+/// glibc does, directly and through podns. Blocking: the live walk sends real queries, each
+/// bounded by `live.timeout`. `podns explain` and the running proxy's `/debug/explain` share it.
+pub fn explain_name(
+    cfg: &SearchConfig,
+    name: &str,
+    qtype: u16,
+    aggressive: bool,
+    mut probes: BTreeMap<String, explain::ProbeFact>,
+    live: Option<LiveArgs>,
+) -> explain::Explanation {
+    let mut live_input = None;
+    if let Some(l) = live {
+        for (label, names) in explain::probes_needed(cfg, name) {
+            let results: Vec<_> = names
+                .iter()
+                .map(|n| (n.clone(), walk::query(l.upstream, n, rtype::A, false, l.timeout).map(|a| a.rcode)))
+                .collect();
+            probes.insert(label, explain::probe_fact(&results));
+        }
+        let conf = explain::stub_conf(cfg, 1);
+        let direct = walk::live_walk(Stub::Glibc, name, &conf, l.upstream, l.timeout);
+        let before = walk::podns_upstream_requests(l.metrics, l.timeout);
+        let podns = walk::live_walk(Stub::Glibc, name, &conf, l.via, l.timeout);
+        let after = walk::podns_upstream_requests(l.metrics, l.timeout);
+        let podns_upstream = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+        live_input = Some(LiveInput { direct, podns, podns_upstream });
+    }
+    explain(&Input { cfg, name, qtype, aggressive, probes: &probes, live: live_input.as_ref() })
 }
 
 /// `podns check -f`: the manifests' pods.

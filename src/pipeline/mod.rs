@@ -189,6 +189,14 @@ pub struct CollapseConfig {
     pub synth_ttl: u32,
 }
 
+/// What the collapse works with now ([`Pipeline::search_state`]).
+pub struct SearchState<'a> {
+    pub cfg: &'a SearchConfig,
+    /// Lower-case label → whether a cluster name can end in it, as the probes found.
+    pub known: Vec<(String, bool)>,
+    pub aggressive: bool,
+}
+
 /// The assembled query path: admission and the chain.
 pub struct Pipeline {
     admission: Arc<Admission>,
@@ -198,6 +206,10 @@ pub struct Pipeline {
     pub upstreams: Arc<Upstreams>,
     cache: Option<Arc<Cache>>,
     query_log: Option<QueryLog>,
+    /// The search configuration and probe memo, and whether the collapse is aggressive, for
+    /// `/debug/explain`.
+    probes: Option<Arc<Probes>>,
+    aggressive: bool,
 }
 
 /// Builds the query path. The order of the layers is this function's body, read bottom-up.
@@ -227,17 +239,30 @@ pub fn build(parts: Parts) -> Arc<Pipeline> {
     }
     let upstreams = Arc::new(upstreams);
     let wait = upstreams.attempt_timeout() / 2;
-    let probes =
-        collapse.as_ref().map(|c| Arc::new(Probes::new(c.search.clone(), c.namespaces.clone(), c.probe_ttl, wait)));
+    let aggressive = collapse.as_ref().is_some_and(|c| c.mode == CollapseMode::Aggressive);
+    let probes = collapse
+        .as_ref()
+        .filter(|c| c.mode != CollapseMode::Off)
+        .map(|c| Arc::new(Probes::new(c.search.clone(), c.namespaces.clone(), c.probe_ttl, wait)));
     let lookup = Arc::new(Lookup::new(upstreams.clone(), servfail_ttl, cache_metrics.clone()));
     let lookups = Arc::new(CacheLayer::new(Role::Lookups, cache.clone(), cache_metrics.clone(), lookup));
     let root = Arc::new(Root::new(metrics.clone(), lookups));
     let aaaa = Arc::new(Aaaa::new(aaaa, probes.clone(), cache.clone(), metrics.clone(), root));
-    let collapse = Arc::new(Collapse::new(collapse, probes, wait, metrics.clone(), aaaa));
+    let collapse = Arc::new(Collapse::new(collapse, probes.clone(), wait, metrics.clone(), aaaa));
     let chain = Arc::new(CacheLayer::new(Role::Answers, cache.clone(), cache_metrics, collapse));
     let admission = Arc::new(Admission::new(metrics.clone(), max_inflight, max_per_client));
     let query_log = query_log.map(QueryLog::new);
-    Arc::new(Pipeline { admission, chain, budget: upstreams.query_timeout(), metrics, upstreams, cache, query_log })
+    Arc::new(Pipeline {
+        admission,
+        chain,
+        budget: upstreams.query_timeout(),
+        metrics,
+        upstreams,
+        cache,
+        query_log,
+        probes,
+        aggressive,
+    })
 }
 
 impl Pipeline {
@@ -303,6 +328,13 @@ impl Pipeline {
     /// Asks the chain for `name`/`qtype` as podns itself (the readiness probe).
     pub async fn ask(&self, name: &[u8], qtype: u16) -> Reply {
         ask(&self.chain, name, qtype, 0, None).await
+    }
+
+    /// The search configuration the collapse works with, what its probes found so far, and
+    /// whether it is aggressive; `None` when the collapse is off.
+    pub fn search_state(&self) -> Option<SearchState<'_>> {
+        let p = self.probes.as_ref()?;
+        Some(SearchState { cfg: &p.cfg, known: p.known(tokio::time::Instant::now()), aggressive: self.aggressive })
     }
 
     /// The answer cache, if one is configured.

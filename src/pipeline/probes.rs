@@ -86,6 +86,19 @@ impl Probes {
         (Some(v), ns_up + svc_up)
     }
 
+    /// What the probes have found and still hold: lower-case label → whether a cluster name can
+    /// end in it (for `/debug/explain`).
+    pub fn known(&self, now: Instant) -> Vec<(String, bool)> {
+        let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, bool)> = memo
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) < self.ttl)
+            .map(|(l, (v, _))| (String::from_utf8_lossy(l).into_owned(), *v))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether `name` (two labels or more) is the bare form of a cluster name, the last
     /// candidate of a stub's search walk: its last label is the pod's namespace, or a namespace
     /// or service the probes find (`kubernetes.default.`, `db-0.db.lab.`). A name whose last

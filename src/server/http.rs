@@ -57,8 +57,17 @@ pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = respond(req.method(), req.uri().path(), &metrics, &ready);
-                async move { Ok::<_, Infallible>(resp) }
+                let (method, uri) = (req.method().clone(), req.uri().clone());
+                let (metrics, ready) = (metrics.clone(), ready.clone());
+                async move {
+                    let resp = if uri.path() == "/debug/explain" && (method == Method::GET || method == Method::HEAD) {
+                        let (status, ctype, body) = explain(uri.query().unwrap_or(""), ready).await;
+                        response(status, ctype, body)
+                    } else {
+                        respond(&method, uri.path(), &metrics, &ready)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -94,12 +103,93 @@ pub fn route(
             Ok(()) => (StatusCode::OK, TEXT, "ready\n".into()),
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
         },
-        _ => (StatusCode::NOT_FOUND, TEXT, "not found; try /metrics, /health or /ready\n".into()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /metrics, /health, /ready or /debug/explain?name=NAME\n".into(),
+        ),
     }
 }
 
 fn respond(method: &Method, path: &str, metrics: &PrometheusHandle, ready: &Readiness) -> Response<Full<Bytes>> {
     let (status, ctype, body) = route(method, path, metrics, ready);
+    response(status, ctype, body)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value (`+` and `%XX`).
+fn form_decode(v: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `GET /debug/explain?name=NAME[&type=T][&live=1][&format=text]`: `podns explain` from the
+/// running proxy, with its own search list and what its probes have found. Read-only unless
+/// `live=1`, which walks the name for real (directly against the first upstream and through
+/// this podns, each query bounded by `--attempt-timeout`) on a blocking thread.
+async fn explain(query: &str, ready: Arc<Readiness>) -> (StatusCode, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let mut name = None;
+    let (mut qtype, mut live, mut text) = (crate::wire::rtype::A, false, false);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(v) = form_decode(v) else {
+            return (StatusCode::BAD_REQUEST, TEXT, format!("bad encoding in `{k}`\n"));
+        };
+        match k {
+            "name" => name = Some(v),
+            "type" => match crate::cli::parse_qtype(&v) {
+                Ok(t) => qtype = t,
+                Err(e) => return (StatusCode::BAD_REQUEST, TEXT, format!("type: {e}\n")),
+            },
+            "live" => live = v == "1" || v == "true",
+            "format" => text = v == "text",
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("unknown parameter `{k}`; use name, type, live, format\n"),
+                );
+            }
+        }
+    }
+    let Some(name) = name.filter(|n| !n.is_empty() && n.len() <= 254) else {
+        return (StatusCode::BAD_REQUEST, TEXT, "name=NAME is required\n".into());
+    };
+    let Some(crate::pipeline::SearchState { cfg, known, aggressive }) = ready.pipeline().search_state() else {
+        return (StatusCode::NOT_FOUND, TEXT, "the search collapse is off: nothing to explain\n".into());
+    };
+    let cfg = cfg.clone();
+    let probes = crate::diag::known_probes(&known);
+    let walk = if live {
+        match ready.live() {
+            Some(l) => Some(l),
+            None => return (StatusCode::NOT_FOUND, TEXT, "live=1 needs a listen address and an upstream\n".into()),
+        }
+    } else {
+        None
+    };
+    let explained =
+        tokio::task::spawn_blocking(move || crate::diag::explain_name(&cfg, &name, qtype, aggressive, probes, walk))
+            .await;
+    match explained {
+        Ok(e) if text => (StatusCode::OK, TEXT, crate::diag::render_text(&e)),
+        Ok(e) => (StatusCode::OK, "application/json", crate::diag::render_json(&e)),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, "explain failed\n".into()),
+    }
+}
+
+fn response(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));

@@ -29,10 +29,30 @@ pub struct Readiness {
     bound: AtomicBool,
     draining: AtomicBool,
     pipeline: Arc<Pipeline>,
+    /// Where `/debug/explain?live=1` walks: this podns, its first upstream, its metrics.
+    live: Option<crate::diag::LiveArgs>,
+}
+
+/// `addr` as a client reaches it: a wildcard address becomes the loopback of its family.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if !ip.is_unspecified() => addr,
+        std::net::IpAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+    }
 }
 
 impl Readiness {
     /// `Ok` when ready, else why not.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Where a live explanation walks, when this podns can walk at all.
+    pub fn live(&self) -> Option<crate::diag::LiveArgs> {
+        self.live
+    }
+
     pub fn state(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
             Err("draining")
@@ -103,6 +123,15 @@ pub async fn run(
         bound: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         pipeline: pipeline.clone(),
+        live: match (cfg.listen.first(), cfg.upstream.addrs.first(), cfg.metrics_listen) {
+            (Some(&via), Some(&upstream), Some(metrics)) => Some(crate::diag::LiveArgs {
+                via: reachable(via),
+                upstream,
+                metrics: reachable(metrics),
+                timeout: cfg.upstream.attempt_timeout,
+            }),
+            _ => None,
+        },
     });
 
     if let (Some(addr), Some(p)) = (cfg.metrics_listen, prometheus) {
