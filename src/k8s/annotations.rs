@@ -1,5 +1,5 @@
 //! The per-pod annotations, defined once: [`ANNOTATIONS`] drives the validation here, the
-//! README's table (`tests/docs.rs` checks that the README shows [`markdown_table`]), and the
+//! README's table (`tests/e2e/docs.rs` checks that the README shows [`markdown_table`]), and the
 //! sidecar arguments the webhook and `podns inject` derive from them.
 //!
 //! A bad value rejects the pod (the webhook answers `allowed: false` naming the annotation;

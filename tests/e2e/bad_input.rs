@@ -1,13 +1,11 @@
 //! Malformed and unusual client input: dropped packets, NOTIMP, FORMERR, BADVERS, and random
 //! garbage that must never take podns down.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::*;
 
 /// How long to wait for a reply that must not come.
 const NO_REPLY_WAIT: Duration = Duration::from_millis(300);

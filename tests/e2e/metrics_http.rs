@@ -1,14 +1,12 @@
 //! The HTTP listener (/metrics, /health, /ready) and the metrics that queries move, including
 //! the bound on queries in flight.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::*;
 use tokio::task::JoinSet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,13 @@
 //! End-to-end forwarding: listeners, upstream ID and port randomisation, reply validation,
 //! TC handling, EDNS, timeouts and failover, and real clients (dig, kdig).
 
-mod support;
-
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hickory_proto::op::{MessageType, ResponseCode};
 use hickory_proto::rr::RecordType;
-use support::*;
 
 const ANSWER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 

@@ -2,14 +2,12 @@
 //! caching (RFC 2308), the DO/CD key, `--cache-size 0`, coalescing of identical queries in
 //! flight, serve-stale (RFC 8767), and replies that must never be cached.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use support::*;
 use tokio::task::JoinSet;
 
 const PYPI: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);

@@ -1,12 +1,10 @@
 //! Process lifecycle and command line: graceful drain on SIGTERM/SIGINT, exit statuses, and
 //! errors for bad flags or a missing upstream.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use hickory_proto::rr::RecordType;
-use support::*;
 
 const GRACE: Duration = Duration::from_millis(1500);
 

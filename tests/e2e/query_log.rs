@@ -2,14 +2,12 @@
 //! test per action: forwarded, cached, stale, collapsed (and to what), impossible, synthesized
 //! (and why), error; and sampling.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::*;
 
 const PYPI: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
 

@@ -3,13 +3,11 @@
 //! whose resolv.conf says `search default.svc.cluster.local svc.cluster.local cluster.local`
 //! and `options ndots:5`.
 
-mod support;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::support::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use support::*;
 
 const PYPI: Ipv4Addr = Ipv4Addr::new(151, 101, 0, 223);
 const PYPI_V6: Ipv6Addr = Ipv6Addr::new(0x2a04, 0x4e42, 0, 0, 0, 0, 0, 0x223);

@@ -1,14 +1,12 @@
 //! The TCP listener: RFC 1035 framing, pipelining with out-of-order answers (RFC 7766), idle
 //! timeout, connection cap, and messages up to 65535 bytes.
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::*;
 use tokio::io::AsyncWriteExt;
 
 const SLOW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);

@@ -2,14 +2,12 @@
 //! fails is answered from the A outcome for the same name — NODATA, NXDOMAIN or SERVFAIL — and
 //! the `--aaaa` modes, `--aaaa-nodata-for` rules and `--synthesize-types`.
 
-mod support;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use support::*;
 
 const V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 const V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);

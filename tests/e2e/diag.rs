@@ -6,16 +6,14 @@
 //! `UPSTREAM`/`PODNS`/`LISTEN`, and check's random labels become `podns-check-RANDOM`. Each case
 //! also asserts what its output must say, so a wrong blessing fails.
 
-mod support;
-
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use support::*;
 
 const POD: &str = "search default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
 const PYPI: Ipv4Addr = Ipv4Addr::new(151, 101, 0, 223);
