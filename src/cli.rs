@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Parser;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::policy::aaaa::AaaaMode;
 use crate::policy::collapse::CollapseMode;
@@ -24,35 +24,14 @@ fn one_of<E: Copy + Send + Sync + 'static>(
         .map(move |s| all[names.iter().position(|(n, _)| *n == s).expect("clap checked the value")])
 }
 
-/// podns: a DNS proxy for the applications of one Kubernetes pod.
+/// The proxy's flags alone, as a parser: what an annotation that sets a flag is checked
+/// against ([`crate::k8s::annotations`]). The whole command line, subcommands included, is
+/// assembled in `main.rs`, so that this module does not depend on the subcommands' modules.
 #[derive(Debug, Parser)]
-#[command(name = "podns", version, about, long_about = None, args_conflicts_with_subcommands = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
+#[command(name = "podns", version, about, long_about = None)]
+pub struct ProxyFlags {
     #[command(flatten)]
     pub run: RunArgs,
-}
-
-/// Subcommands besides the proxy itself (which runs when none is given).
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Add the podns sidecar to Kubernetes manifests (file or stdin) and print them.
-    Inject(crate::inject::InjectArgs),
-    /// Remove podns from manifests that `podns inject` changed, restoring each pod's original
-    /// DNS settings, and print them.
-    Uninject(crate::inject::UninjectArgs),
-    /// Serve the mutating admission webhook that injects podns into new pods (HTTPS).
-    Webhook(crate::k8s::webhook::WebhookArgs),
-    /// Redirect the pod's DNS traffic (UDP and TCP port 53) to podns on a local port, except
-    /// podns's own: the init container of capture mode (needs root and CAP_NET_ADMIN).
-    CaptureInit(crate::k8s::capture::CaptureInitArgs),
-    /// Explain what a pod's stub resolver walks for a name and what podns does with each
-    /// candidate, and why; with --live, walk it directly and through podns.
-    Explain(crate::diag::ExplainArgs),
-    /// Pre-flight for a pod: cluster DNS, search list, upstream quirks, port conflicts, IPv6,
-    /// each with what podns does about it (exit 1 when something blocks).
-    Check(crate::diag::CheckArgs),
 }
 
 /// Flags of the proxy.
@@ -378,20 +357,6 @@ impl RunArgs {
     }
 }
 
-/// Parses the process arguments; exits 2 with a message naming the flag on any error.
-pub fn parse() -> Cli {
-    let mut cli = Cli::parse();
-    if cli.command.is_none() {
-        cli.run = match cli.run.clone().validate() {
-            Ok(run) => run,
-            Err((flag, msg)) => Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, format!("invalid value for {flag}: {msg}"))
-                .exit(),
-        };
-    }
-    cli
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +364,7 @@ mod tests {
     fn args(extra: &[&str]) -> Result<RunArgs, (&'static str, String)> {
         let mut v = vec!["podns"];
         v.extend_from_slice(extra);
-        Cli::try_parse_from(v).expect("parses").run.validate()
+        ProxyFlags::try_parse_from(v).expect("parses").run.validate()
     }
 
     #[test]
@@ -443,7 +408,7 @@ mod tests {
         assert_eq!(err.0, "--attempt-timeout");
         let err = args(&["--upstream", "10.1.2.3", "--query-timeout", "0s"]).unwrap_err();
         assert_eq!(err.0, "--query-timeout");
-        assert!(Cli::try_parse_from(["podns", "--attempt-timeout", "soon"]).is_err());
+        assert!(ProxyFlags::try_parse_from(["podns", "--attempt-timeout", "soon"]).is_err());
     }
 
     #[test]

@@ -4,12 +4,58 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::{CommandFactory, Parser, Subcommand};
 use podns::cache::Cache;
-use podns::cli::{self, Command};
+use podns::cli;
 use podns::config::Config;
 use podns::metrics::{CacheMetrics, Metrics};
 use podns::pipeline::{self, Parts};
 use podns::upstream::Upstreams;
+
+/// podns: a DNS proxy for the applications of one Kubernetes pod.
+#[derive(Debug, Parser)]
+#[command(name = "podns", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: cli::RunArgs,
+}
+
+/// Subcommands besides the proxy itself (which runs when none is given).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add the podns sidecar to Kubernetes manifests (file or stdin) and print them.
+    Inject(podns::k8s::inject::InjectArgs),
+    /// Remove podns from manifests that `podns inject` changed, restoring each pod's original
+    /// DNS settings, and print them.
+    Uninject(podns::k8s::inject::UninjectArgs),
+    /// Serve the mutating admission webhook that injects podns into new pods (HTTPS).
+    Webhook(podns::k8s::webhook::WebhookArgs),
+    /// Redirect the pod's DNS traffic (UDP and TCP port 53) to podns on a local port, except
+    /// podns's own: the init container of capture mode (needs root and CAP_NET_ADMIN).
+    CaptureInit(podns::k8s::capture::CaptureInitArgs),
+    /// Explain what a pod's stub resolver walks for a name and what podns does with each
+    /// candidate, and why; with --live, walk it directly and through podns.
+    Explain(podns::diag::ExplainArgs),
+    /// Pre-flight for a pod: cluster DNS, search list, upstream quirks, port conflicts, IPv6,
+    /// each with what podns does about it (exit 1 when something blocks).
+    Check(podns::diag::CheckArgs),
+}
+
+/// Parses the process arguments; exits 2 with a message naming the flag on any error.
+fn parse() -> Cli {
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        cli.run = match cli.run.clone().validate() {
+            Ok(run) => run,
+            Err((flag, msg)) => Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, format!("invalid value for {flag}: {msg}"))
+                .exit(),
+        };
+    }
+    cli
+}
 
 fn init_tracing(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
@@ -24,7 +70,7 @@ fn init_tracing(level: Option<&str>) {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::parse();
+    let cli = parse();
     match cli.command {
         Some(Command::Inject(args)) => podns::inject::run(args),
         Some(Command::Uninject(args)) => podns::inject::run_uninject(args),

@@ -12,7 +12,7 @@
 //! same for its `sidecar.istio.io/*` annotations (the injector's `validateAnnotations`).
 //!
 //! Values for proxy flags are checked by the proxy's own command-line parser
-//! ([`crate::cli::Cli`]), so an annotation accepts exactly what the flag accepts.
+//! ([`crate::cli::ProxyFlags`]), so an annotation accepts exactly what the flag accepts.
 
 use std::net::SocketAddr;
 
@@ -153,7 +153,7 @@ pub fn read(metadata: &Node, what: &str) -> Result<Overrides, InjectError> {
             _ => {
                 let flag = def.flag.expect("every other annotation sets a flag");
                 let arg = format!("{flag}={value}");
-                if let Err(e) = crate::cli::Cli::try_parse_from(["podns", arg.as_str()]) {
+                if let Err(e) = crate::cli::ProxyFlags::try_parse_from(["podns", arg.as_str()]) {
                     let msg = e.to_string();
                     let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
                     return Err(bad(name, value, &format!("is not a valid value of {flag} ({first})")));
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn every_flag_annotation_names_a_real_flag() {
         for a in ANNOTATIONS.iter().filter(|a| a.flag.is_some()) {
-            let help = crate::cli::Cli::try_parse_from(["podns", "--help"]).unwrap_err().to_string();
+            let help = crate::cli::ProxyFlags::try_parse_from(["podns", "--help"]).unwrap_err().to_string();
             assert!(help.contains(a.flag.unwrap()), "{} sets {:?}, which podns does not have", a.name, a.flag);
             assert!(a.name.starts_with(PREFIX));
         }

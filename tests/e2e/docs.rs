@@ -42,7 +42,8 @@ fn every_metric_is_documented() {
 /// (`podns::k8s::annotations::ANNOTATIONS`). `PODNS_BLESS=1` rewrites it.
 #[test]
 fn annotation_table_matches_the_code() {
-    const BEGIN: &str = "<!-- annotations:begin (generated from src/k8s/annotations.rs; tests/e2e/docs.rs checks it) -->\n";
+    const BEGIN: &str =
+        "<!-- annotations:begin (generated from src/k8s/annotations.rs; tests/e2e/docs.rs checks it) -->\n";
     const END: &str = "<!-- annotations:end -->";
     let text = readme();
     let start = text.find(BEGIN).expect("README has the annotations:begin marker") + BEGIN.len();
