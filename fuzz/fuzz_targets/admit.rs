@@ -83,7 +83,7 @@ fuzz_target!(|msg: &[u8]| {
                 (rcode::NXDOMAIN, Soa::Root),
             ] {
                 let mut out = Vec::new();
-                negative_reply(msg, &h, &q, rc, 42, soa, p.opt.as_ref(), &mut out);
+                negative_reply(msg, &p, rc, 42, soa, &mut out);
                 let rh = Header::parse(&out).unwrap();
                 assert!(rh.qr() && !rh.tc());
                 assert_eq!((rh.id, rh.rcode(), rh.qdcount, rh.ancount, rh.nscount), (h.id, rc, 1, 0, 1));

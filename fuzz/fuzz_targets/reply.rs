@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use podns::wire::{
-    HEADER_LEN, Header, MAX_MESSAGE, RecordRef, Records, Section, WireError, cname_reply, copy_record_expanded,
+    HEADER_LEN, Header, MAX_MESSAGE, ParsedQuery, RecordRef, Records, Section, WireError, cname_reply, copy_record_expanded,
     effective_ttl, find_opt, for_each_label, min_ttl, parse_question, read_u16, read_u32, restore_question,
     rewrite_ttls, rtype, sanitize_reply, skip_name, strip_opt, truncated_reply, write_name_expanded,
 };
@@ -119,7 +119,8 @@ fn check_cname_reply(reply: &[u8], records: &[RecordRef], client: &[u8]) {
         Err(_) => FALLBACK_TARGET.to_vec(),
     };
     let mut out = Vec::new();
-    let res = cname_reply(client, &ch, &cq, &target, reply, CNAME_TTL, copt.as_ref(), &mut out);
+    let pq = ParsedQuery { header: ch, question: cq, opt: copt };
+    let res = cname_reply(client, &pq, &target, reply, CNAME_TTL, &mut out);
     let Ok(()) = res else {
         return;
     };
@@ -255,16 +256,12 @@ fuzz_target!(|data: &[u8]| {
         check_cname_reply(data, records, CLIENT_QUERY_NO_OPT);
     } else {
         let mut out = Vec::new();
-        let _ = cname_reply(
-            CLIENT_QUERY,
-            &Header::parse(CLIENT_QUERY).unwrap(),
-            &parse_question(CLIENT_QUERY).unwrap(),
-            FALLBACK_TARGET,
-            data,
-            CNAME_TTL,
-            None,
-            &mut out,
-        );
+        let pq = ParsedQuery {
+            header: Header::parse(CLIENT_QUERY).unwrap(),
+            question: parse_question(CLIENT_QUERY).unwrap(),
+            opt: None,
+        };
+        let _ = cname_reply(CLIENT_QUERY, &pq, FALLBACK_TARGET, data, CNAME_TTL, &mut out);
     }
 
     let Ok(q) = q else {

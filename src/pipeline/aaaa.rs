@@ -161,7 +161,7 @@ impl<N: Service> Aaaa<N> {
             return Err(ResolveError::Declined);
         };
         let mut reply = BytesMut::with_capacity(q.question.end + 80);
-        negative_reply(&req.msg, &q.header, &q.question, rc, ttl, Soa::Synthesized, q.opt.as_ref(), &mut reply);
+        negative_reply(&req.msg, q, rc, ttl, Soa::Synthesized, &mut reply);
         Ok(Resolved { reply, source: Source::Synthesized, action: Action::Synthesized(reason) })
     }
 }

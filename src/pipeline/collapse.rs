@@ -80,7 +80,7 @@ impl<N: Service> Collapse<N> {
     /// A synthesized negative answer to `q` in `msg`.
     fn denial(msg: &[u8], q: &ParsedQuery, rc: u16, ttl: u32, soa: Soa<'_>, action: Action) -> Resolved {
         let mut reply = BytesMut::with_capacity(q.question.end + 80);
-        negative_reply(msg, &q.header, &q.question, rc, ttl, soa, q.opt.as_ref(), &mut reply);
+        negative_reply(msg, q, rc, ttl, soa, &mut reply);
         Resolved { reply, source: Source::Synthesized, action }
     }
 }
@@ -155,8 +155,7 @@ impl<N: Service> Service for Collapse<N> {
                 };
                 let ttl = reply_min_ttl(&reply).unwrap_or(synth_ttl);
                 let mut out = Vec::with_capacity(512);
-                cname_reply(msg, &q.header, &q.question, cand, &reply, ttl, q.opt.as_ref(), &mut out)
-                    .map_err(|_| ResolveError::Internal)?;
+                cname_reply(msg, q, cand, &reply, ttl, &mut out).map_err(|_| ResolveError::Internal)?;
                 Ok(Resolved { reply: BytesMut::from(&out[..]), source: Source::Synthesized, action: Action::Collapsed })
             }
             ReplyKind::NxDomain => {

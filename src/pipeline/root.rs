@@ -49,7 +49,7 @@ impl<N: Service> Service for Root<N> {
         };
         let q = &req.q;
         let mut reply = BytesMut::with_capacity(q.question.end + 96);
-        negative_reply(&req.msg, &q.header, &q.question, rc, ROOT_DENIAL_TTL, Soa::Root, q.opt.as_ref(), &mut reply);
+        negative_reply(&req.msg, q, rc, ROOT_DENIAL_TTL, Soa::Root, &mut reply);
         self.metrics.synthesized(q.question.qtype, Reason::RootZone);
         Ok(Resolved { reply, source: Source::Synthesized, action: Action::Synthesized(Reason::RootZone) })
     }

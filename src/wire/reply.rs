@@ -3,7 +3,7 @@
 
 use bytes::BufMut;
 
-use super::{HEADER_LEN, Header, Opt, Question, rtype};
+use super::{HEADER_LEN, Header, Opt, ParsedQuery, Question, rtype};
 
 /// The UDP payload size podns advertises in OPT records it writes (the DNS Flag Day 2020 value).
 pub const OUR_UDP_SIZE: u16 = 1232;
@@ -65,16 +65,8 @@ pub enum Soa<'a> {
 /// `soa` with TTL and MINIMUM `ttl`, so resolvers cache the denial for that long (RFC 2308 §5);
 /// an OPT record exactly when the query had one.
 #[allow(clippy::too_many_arguments)]
-pub fn negative_reply(
-    msg: &[u8],
-    header: &Header,
-    question: &Question,
-    rcode: u16,
-    ttl: u32,
-    soa: Soa<'_>,
-    query_opt: Option<&Opt>,
-    out: &mut impl BufMut,
-) {
+pub fn negative_reply(msg: &[u8], q: &ParsedQuery, rcode: u16, ttl: u32, soa: Soa<'_>, out: &mut impl BufMut) {
+    let (header, question, query_opt) = (&q.header, &q.question, q.opt.as_ref());
     Header::reply_to(header, rcode, 1, 0, 1, query_opt.is_some() as u16).put(out);
     out.put_slice(&msg[HEADER_LEN..question.end]);
     let (mname, rname): (&[&[u8]], &[&[u8]]) = match soa {
@@ -264,7 +256,8 @@ mod tests {
         let qq = parse_question(&q).unwrap();
         let opt = find_opt(&q, &h, qq.end).unwrap().unwrap();
         let mut out = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NOERROR, 30, Soa::Synthesized, Some(&opt), &mut out);
+        let pq = ParsedQuery { header: h, question: qq, opt: Some(opt) };
+        negative_reply(&q, &pq, rcode::NOERROR, 30, Soa::Synthesized, &mut out);
         let rh = Header::parse(&out).unwrap();
         assert_eq!((rh.rcode(), rh.ancount, rh.nscount, rh.arcount, rh.id), (0, 0, 1, 1, 0xabcd));
         let rs: Vec<_> = crate::wire::Records::new(&out, &rh, qq.end).collect::<Result<_, _>>().unwrap();
@@ -273,7 +266,8 @@ mod tests {
         assert_eq!(rs[1].end(), out.len());
         assert_eq!(&out[12..qq.end], &q[12..qq.end]);
         let mut nx = Vec::new();
-        negative_reply(&q, &h, &qq, rcode::NXDOMAIN, 5, Soa::Cluster(b"\x07cluster\x05local\x00"), None, &mut nx);
+        let plain = ParsedQuery { opt: None, ..pq };
+        negative_reply(&q, &plain, rcode::NXDOMAIN, 5, Soa::Cluster(b"\x07cluster\x05local\x00"), &mut nx);
         let nh = Header::parse(&nx).unwrap();
         assert_eq!((nh.rcode(), nh.arcount), (3, 0));
         let soa = crate::wire::Records::new(&nx, &nh, qq.end).next().unwrap().unwrap();

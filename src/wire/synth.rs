@@ -7,7 +7,7 @@ use bytes::BufMut;
 
 use super::name::for_each_label;
 use super::{
-    CLASS_IN, HEADER_LEN, Header, OUR_UDP_SIZE, Opt, Question, RecordRef, Records, Section, WireError, parse_question,
+    CLASS_IN, HEADER_LEN, Header, OUR_UDP_SIZE, ParsedQuery, RecordRef, Records, Section, WireError, parse_question,
     rtype, skip_name, write_opt,
 };
 
@@ -72,14 +72,13 @@ pub fn copy_record_expanded(msg: &[u8], r: &RecordRef, out: &mut Vec<u8>) -> Res
 #[allow(clippy::too_many_arguments)]
 pub fn cname_reply(
     msg: &[u8],
-    header: &Header,
-    question: &Question,
+    q: &ParsedQuery,
     target: &[u8],
     target_reply: &[u8],
     cname_ttl: u32,
-    query_opt: Option<&Opt>,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
+    let (header, question, query_opt) = (&q.header, &q.question, q.opt.as_ref());
     let th = Header::parse(target_reply)?;
     let tq = parse_question(target_reply)?;
     Header::reply_to(header, th.rcode(), 1, th.ancount.saturating_add(1), th.nscount, query_opt.is_some() as u16)
@@ -138,7 +137,8 @@ mod tests {
         let qq = parse_question(&q).unwrap();
         let opt = find_opt(&q, &h, qq.end).unwrap();
         let mut out = Vec::new();
-        cname_reply(&q, &h, &qq, target.wire(), &target_reply(), 60, opt.as_ref(), &mut out).unwrap();
+        let pq = ParsedQuery { header: h, question: qq, opt };
+        cname_reply(&q, &pq, target.wire(), &target_reply(), 60, &mut out).unwrap();
         let rh = Header::parse(&out).unwrap();
         assert_eq!((rh.id, rh.rcode(), rh.ancount, rh.nscount, rh.arcount), (0x1234, 0, 3, 0, 1));
         assert_eq!(&out[12..qq.end], &q[12..qq.end], "question in the client's case");
