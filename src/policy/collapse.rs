@@ -1,6 +1,6 @@
 //! The pure half of the search-domain collapse: which candidates a client's walk still has
 //! ahead of it, and how each candidate's lookup counts. The rules and their reasons are in
-//! `SEARCH_RULES.md` §6; the I/O half is `server/collapse.rs`.
+//! `SEARCH_RULES.md` §6; the I/O half is `pipeline/collapse.rs`.
 //!
 //! The choice follows the most forgiving stub, glibc (`__res_context_search` in
 //! `resolv/res_query.c`, 2.36): its walk goes on past NXDOMAIN (`HOST_NOT_FOUND`), past NODATA
