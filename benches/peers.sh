@@ -45,7 +45,8 @@
 #   OUTSTANDING=200 FWD_RATE=60000 HIT_RATE=120000 SAT_OUTSTANDING=1000 SATURATION=1
 #   SERVERS="podns dnsdist unbound dnsmasq echo" SCENARIOS="forward hit" FOOTPRINT=1
 #   FOOTPRINT_NAMES=20000 IDLE_SECONDS=10 PROFILE=0 PORT_BASE=25360 (10 ports from there)
-#   OUT_DIR=target/bench INSTALL=1 (0: never apt-get)
+#   OUT_DIR=target/bench INSTALL=1 (0: never apt-get) LATENCY=1 (0: fixed runs without -v)
+#   BUSY_WAIT=0 (seconds to wait for a quiet machine first: all cores under 15 % busy)
 # Traffic goes only to 127.0.0.1; every process started is stopped on exit.
 set -euo pipefail
 
@@ -75,9 +76,10 @@ PORT_BASE=${PORT_BASE:-25360}
 OUT_DIR=${OUT_DIR:-target/bench}
 INSTALL=${INSTALL:-1}
 LATENCY=${LATENCY:-1}
+BUSY_WAIT=${BUSY_WAIT:-0}
 NAMES=500
 ADDR=127.0.0.1
-COMMAND_LINE="$(for v in PODNS ECHO_FLOOR DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT PROFILE PORT_BASE; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
+COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT PROFILE PORT_BASE; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
 log() { echo "== $*"; }
@@ -336,6 +338,25 @@ measure() {
   grep -v '^> ' "$out" >"$out.sum" 2>/dev/null && mv "$out.sum" "$out"
 }
 
+# Other work on the machine skews every number: say how busy it was, and with BUSY_WAIT=N wait
+# up to N seconds for a second in which all cores together are under 15 % busy.
+sample_busy() {
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(busy_ticks)
+  sleep 1
+  read -r b1 t1 < <(busy_ticks)
+  BUSY=$(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
+}
+sample_busy
+deadline=$((SECONDS + BUSY_WAIT))
+while ((BUSY > 15 && SECONDS < deadline)); do
+  log "waiting for a quiet machine: ${BUSY}% busy, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  sleep 4
+  sample_busy
+done
+BACKGROUND="${BUSY}% of all cores busy in the second before the start, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+log "background: $BACKGROUND"
+
 SECONDS=0
 for scen in $SCENARIOS; do
   log "scenario $scen: starting $SERVERS"
@@ -457,7 +478,7 @@ cat >"$WORK/meta.json" <<EOF
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "command": "$(json_str "$COMMAND_LINE")",
   "mode": "unpinned",
-  "host": {"cores": $(nproc), "cpu": "$(json_str "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)")", "kernel": "$(uname -r)", "loadavg_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)"},
+  "host": {"cores": $(nproc), "cpu": "$(json_str "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)")", "kernel": "$(uname -r)", "loadavg_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "background_before": "$(json_str "$BACKGROUND")"},
   "podns": {"binary": "$(json_str "$PODNS")", "built": "$(date -u -r "$PODNS" +%Y-%m-%dT%H:%M:%SZ)", "source": "$(json_str "$PODNS_SOURCE")"},
   "versions": {"dnsdist": "$(dnsdist --version 2>/dev/null | head -1 | awk '{ print $2 }')", "unbound": "$(unbound -V 2>/dev/null | awk '/^Version/ { print $2 }')", "dnsmasq": "$(dnsmasq --version | head -1 | awk '{ print $3 }')", "dnsperf": "$(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }')"},
   "settings": {"duration_s": $DURATION, "rounds": $ROUNDS, "clients": $CLIENTS, "outstanding": $OUTSTANDING, "sat_outstanding": $SAT_OUTSTANDING, "hit_names": $NAMES, "clk_tck": $CLK_TCK},
