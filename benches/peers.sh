@@ -36,15 +36,15 @@
 # Footprint (FOOTPRINT=1): a fresh podns (defaults, 8MiB cache): VmRSS idle, system calls in
 # IDLE_SECONDS idle (strace -c -f), VmRSS after FOOTPRINT_NAMES distinct names queried once, and
 # system calls idle again after them.
-# Profile (PROFILE=1, needs perf): perf record -g of podns forwarding at FWD_RATE; top symbols.
+# Profile (PERF_PROFILE=1, needs perf): perf record -g of podns forwarding at FWD_RATE; top symbols.
 #
 # Output: the table on stdout; $OUT_DIR/peers-unpinned.json (every run, medians, settings),
-# $OUT_DIR/peers-unpinned.md (the table), $OUT_DIR/profile-forward.txt with PROFILE=1.
+# $OUT_DIR/peers-unpinned.md (the table), $OUT_DIR/profile-forward.txt with PERF_PROFILE=1.
 #
 # Environment (defaults): PODNS (build) ECHO_FLOOR (build) DURATION=4 ROUNDS=3 CLIENTS=4
 #   OUTSTANDING=200 FWD_RATE=60000 HIT_RATE=120000 SAT_OUTSTANDING=1000 SATURATION=1
 #   SERVERS="podns dnsdist unbound dnsmasq echo" SCENARIOS="forward hit" FOOTPRINT=1
-#   FOOTPRINT_NAMES=20000 IDLE_SECONDS=10 PROFILE=0 PORT_BASE=25360 (10 ports from there)
+#   FOOTPRINT_NAMES=20000 IDLE_SECONDS=10 PERF_PROFILE=0 PORT_BASE=25360 (10 ports from there)
 #   OUT_DIR=target/bench INSTALL=1 (0: never apt-get) LATENCY=1 (0: fixed runs without -v)
 #   BUSY_WAIT=0 (seconds to wait for a quiet machine first: all cores under 15 % busy)
 # Traffic goes only to 127.0.0.1; every process started is stopped on exit.
@@ -71,7 +71,7 @@ SCENARIOS=${SCENARIOS:-"forward hit"}
 FOOTPRINT=${FOOTPRINT:-1}
 FOOTPRINT_NAMES=${FOOTPRINT_NAMES:-20000}
 IDLE_SECONDS=${IDLE_SECONDS:-10}
-PROFILE=${PROFILE:-0}
+PERF_PROFILE=${PERF_PROFILE:-0}
 PORT_BASE=${PORT_BASE:-25360}
 OUT_DIR=${OUT_DIR:-target/bench}
 INSTALL=${INSTALL:-1}
@@ -79,7 +79,7 @@ LATENCY=${LATENCY:-1}
 BUSY_WAIT=${BUSY_WAIT:-0}
 NAMES=500
 ADDR=127.0.0.1
-COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT PROFILE PORT_BASE; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
+COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT PERF_PROFILE PORT_BASE; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
 log() { echo "== $*"; }
@@ -90,7 +90,7 @@ cd "$REPO"
 # --- tools -------------------------------------------------------------------------------
 declare -A PKG=([dnsperf]=dnsperf [dnsdist]=dnsdist [unbound]=unbound [unbound-checkconf]=unbound
   [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils [ss]=iproute2 [strace]=strace [python3]=python3)
-[[ $PROFILE == 1 ]] && PKG[perf]=linux-perf
+[[ $PERF_PROFILE == 1 ]] && PKG[perf]=linux-perf
 missing=()
 for tool in "${!PKG[@]}"; do command -v "$tool" >/dev/null || missing+=("${PKG[$tool]}"); done
 if ((${#missing[@]})); then
@@ -441,7 +441,7 @@ if [[ $FOOTPRINT == 1 ]]; then
 fi
 
 # --- profile: where podns spends its time when forwarding ----------------------------------------
-if [[ $PROFILE == 1 ]]; then
+if [[ $PERF_PROFILE == 1 ]]; then
   log "profile: perf record -g of podns forwarding at $FWD_RATE q/s for $DURATION s"
   start_server podns forward "${PORT[podns]}" "$METRICS_PORT"
   gen_unique $((FWD_RATE * DURATION * 12 / 10)) "prof$RUN_TAG" "$WORK/prof.txt"
