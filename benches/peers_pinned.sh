@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of podns against other caching DNS forwarders: CPU time per query and
+# The older, pinned side-by-side benchmark of podns against other caching DNS forwarders: CPU time per query and
 # queries per second, each peer in front of the same local authoritative backend.
 #
 # Needs (Debian, run as root):
 #   apt-get install -y dnsperf dnsdist unbound dnsmasq bind9-dnsutils iproute2 util-linux
 #   cargo build --release            # target/release/podns
 # Run from the repository root:
-#   bash benches/peers.sh
+#   bash benches/peers_pinned.sh     (or MODE=pinned bash benches/peers.sh)
 #
 # What it does, per peer (podns, dnsdist, unbound, dnsmasq) and scenario:
 #   hit   each peer with its cache on; a query file of $NAMES names (hostN.bench.test A), all
