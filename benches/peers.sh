@@ -79,7 +79,7 @@ LATENCY=${LATENCY:-1}
 BUSY_WAIT=${BUSY_WAIT:-0}
 NAMES=500
 ADDR=127.0.0.1
-COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT PERF_PROFILE PORT_BASE; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
+COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT FOOTPRINT_NAMES IDLE_SECONDS PERF_PROFILE LATENCY PORT_BASE OUT_DIR; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
 log() { echo "== $*"; }
@@ -100,10 +100,11 @@ if ((${#missing[@]})); then
   made_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT # also when apt-get fails
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
-  ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+  if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 if [[ -z ${PODNS:-} ]]; then
