@@ -8,7 +8,9 @@
 # Installs what is missing (apt-get update + install: dnsperf dnsdist unbound dnsmasq-base
 # bind9-dnsutils iproute2 procps strace python3; services those packages ship are not started),
 # builds target/release/podns when PODNS is not given and the echo floor (an example) when
-# ECHO_FLOOR is not given. Never part of `cargo test`. The default run takes about 7 minutes.
+# ECHO_FLOOR is not given (cargo runs without OUT_DIR/PROFILE in its environment: build scripts
+# read those, and a different value would rebuild dependencies). Never part of `cargo test`.
+# The default run takes about 7 minutes.
 #
 # Conditions (MODE=unpinned, the headline): nothing is pinned; dnsperf, the server under test
 # and the upstream share the machine's cores. dnsperf -c 4 -q 200 at a fixed rate (-Q), runs of
@@ -110,14 +112,14 @@ fi
 if [[ -z ${PODNS:-} ]]; then
   command -v cargo >/dev/null || die "no cargo: install Rust (rustup) or give PODNS=path"
   log "cargo build --release (podns)"
-  cargo build --release --bin podns >/dev/null
+  env -u OUT_DIR -u PROFILE cargo build --release --bin podns >/dev/null
   PODNS=target/release/podns
 fi
 [[ -x $PODNS ]] || die "no podns binary at $PODNS"
 PODNS=$(realpath "$PODNS")
 if [[ " $SERVERS " == *" echo "* && -z ${ECHO_FLOOR:-} ]]; then
   command -v cargo >/dev/null || die "no cargo to build the echo floor: give ECHO_FLOOR=path or drop echo from SERVERS"
-  cargo build --release --example echo_floor >/dev/null 2>&1 || die "cargo build --release --example echo_floor failed"
+  env -u OUT_DIR -u PROFILE cargo build --release --example echo_floor >/dev/null 2>&1 || die "cargo build --release --example echo_floor failed"
   ECHO_FLOOR=target/release/examples/echo_floor
 fi
 [[ -z ${ECHO_FLOOR:-} ]] || ECHO_FLOOR=$(realpath "$ECHO_FLOOR")
