@@ -49,9 +49,8 @@ fn main() {
         }
         // Blocks for the first datagram, then takes whatever else is queued (MSG_WAITFORONE).
         // SAFETY: msgs points at BATCH initialised headers whose buffers outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut())
-        };
+        let n =
+            unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
