@@ -1,95 +1,169 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of podns against other caching DNS forwarders: CPU time per query and
-# queries per second, each peer in front of the same local authoritative backend.
+# podns against dnsdist, unbound, dnsmasq and a recvmmsg echo floor: issue 12's benchmark.
 #
-# Needs (Debian, run as root):
-#   apt-get install -y dnsperf dnsdist unbound dnsmasq bind9-dnsutils iproute2 util-linux
-#   cargo build --release            # target/release/podns
-# Run from the repository root:
-#   bash benches/peers.sh
+# One command, as root on Debian, from the repository root:
+#   bash benches/peers.sh                              # builds podns (release) and runs it all
+#   PODNS=/path/to/podns bash benches/peers.sh         # the same against any podns binary
+#   MODE=pinned bash benches/peers.sh                  # the older pinned variant (peers_pinned.sh)
+# Installs what is missing (apt-get update + install: dnsperf dnsdist unbound dnsmasq-base
+# bind9-dnsutils iproute2 procps strace python3; services those packages ship are not started),
+# builds target/release/podns when PODNS is not given and the echo floor (an example) when
+# ECHO_FLOOR is not given (cargo runs without OUT_DIR/PROFILE in its environment: build scripts
+# read those, and a different value would rebuild dependencies). Never part of `cargo test`.
+# The default run takes about 7 minutes.
 #
-# What it does, per peer (podns, dnsdist, unbound, dnsmasq) and scenario:
-#   hit   each peer with its cache on; a query file of $NAMES names (hostN.bench.test A), all
-#         answered from the cache after a warm-up pass.
-#   miss  forwarding: every query goes to the backend. podns --cache-size 0, dnsdist without a
-#         packet cache, dnsmasq cache-size=0. unbound cannot turn its cache off: it gets
-#         msg/rrset-cache-size 0 and cache-max-ttl 0, so nothing it stores is ever fresh (the
-#         script prints unbound's own "answers from cache" count when it stops), and every query
-#         name is distinct anyway (q<seq>.<tag>.rnd.bench.test, answered by a wildcard in the
-#         backend). unbound still does the work of storing each answer, which the others skip.
-# Each peer runs pinned to core $PEER_CPU (taskset), one worker thread where it has a choice
-# (unbound num-threads 1; dnsdist defaults: UDP handled by a listener and a responder thread;
-# dnsmasq and podns are single-threaded). dnsperf and the backend (dnsmasq serving a hosts file,
-# its CPU not counted) share core $LOAD_CPU. For each scenario two dnsperf runs of $DURATION s:
-#   fixed  a fixed offered load (-Q $RATE, at most $FIXED_OUTSTANDING outstanding) that no peer
-#          should saturate: compares CPU per query at equal work.
-#   max    no rate limit, $OUTSTANDING queries outstanding: the most qps this setup reaches. With a
-#          fixed window, qps <= OUTSTANDING / latency: when the peer's core is not full
-#          (peer_core_util well below 1), the limit was latency on the load-generator core.
-# CPU per query = (utime+stime of the peer process from /proc/PID/stat, after - before, in clock
-# ticks / CLK_TCK) / queries completed. qps, lost queries and average latency are dnsperf's.
-# udp_rcvbuf_errors: datagrams the kernel dropped on full socket receive buffers during the run
-# (/proc/net/snmp, any socket: dnsperf's, the peer's or the backend's).
-# load_core_busy/peer_core_busy (/proc/stat) say how busy each core was in total during the run,
-# whoever used it.
+# Conditions (MODE=unpinned, the headline): nothing is pinned; dnsperf, the server under test
+# and the upstream share the machine's cores. dnsperf -c 4 -q 200 at a fixed rate (-Q), runs of
+# 4 s, rounds interleaved across the servers (A B C D E A B C D E ...), medians of 3 rounds.
+#   upstream  one unbound instance (its CPU not counted) answering from local data: 500 names
+#             hostN.bench.test and, through a redirect local-zone, every name under
+#             rnd.bench.test (198.18.9.9). Every server under test forwards to it.
+#   podns     as deployed (--metrics-listen on 127.0.0.1, collapse and AAAA defaults, 16
+#             upstream sockets, --max-inflight 4096), --cache-size 0 for forward, 8MiB for hit.
+#   dnsdist   default threads (UDP: a listener and a responder thread; its CPU is the sum over
+#             all its threads), packet cache only for hit, health checks on (1/s).
+#   unbound   num-threads 1, a forward-zone "." to the upstream. Its cache cannot be turned off:
+#             in forward every query name is distinct (q<seq>.<tag>.rnd.bench.test, a new tag
+#             per round and run, answered by the upstream's redirect zone), so every query is a
+#             cache miss, but unbound still stores each answer in its caches.
+#   dnsmasq   cache-size=0 for forward, 10000 for hit, dns-forward-max=1000.
+#   echo      the floor (benches/floor/echo_floor.rs): recvmmsg/sendmmsg batches of 32, each
+#             query sent back with QR set; nothing else. Same number in both scenarios.
+# Scenarios: forward at FWD_RATE (60000 q/s), all misses; hit at HIT_RATE (120000 q/s), 500
+# names after two warm-up passes. Per scenario, per round, per server one fixed-rate run with
+# dnsperf -v (per-query latencies: mean, p50, p99) and one saturation run (no -Q, -q
+# SAT_OUTSTANDING, without -v). Per run: CPU µs/query = (utime+stime delta of the server process,
+# all threads, /proc/PID/stat) / queries completed; lost queries; VmRSS at the end; idle VmRSS
+# after start; kernel receive-buffer drops (/proc/net/snmp).
+# Footprint (FOOTPRINT=1): a fresh podns (defaults, 8MiB cache): VmRSS idle, system calls in
+# IDLE_SECONDS idle (strace -c -f), VmRSS after FOOTPRINT_NAMES distinct names queried once, and
+# system calls idle again after them.
+# Profile (PERF_PROFILE=1, needs perf): perf record -g of podns forwarding at FWD_RATE; top symbols.
 #
-# Environment (defaults): DURATION=10 REPEAT=1 WARMUP=1 RATE=20000 OUTSTANDING=100 CLIENTS=4
-#   FIXED_OUTSTANDING=200 NAMES=500 PEERS="podns dnsdist unbound dnsmasq" (add podns-metrics
-#   for podns with its Prometheus recorder on) SCENARIOS="hit miss" LOADS="fixed max"
-#   ADDR=127.0.0.1 (must be loopback) PORT_BASE=25350 PEER_CPU=1 LOAD_CPU=0 PODNS=target/release/podns
-#   OUT=target/bench/results.json BUSY_WAIT=0 (seconds to wait for idle cores first)
-# With REPEAT=N every peer instance is measured N times (rounds interleave the peers, so slow
-# drift in background load spreads over all of them) and the table shows medians.
-# The default settings take about 3 minutes. Other work on the machine skews the numbers: the
-# script prints how busy each core was in the second before it starts, and per run how busy the
-# peer's core was in total (peer_core_busy) next to the peer's own share (peer_core_util).
-# Traffic goes only to $ADDR (loopback); every process started is stopped on exit.
+# Output: the table on stdout; $OUT_DIR/peers-unpinned.json (every run, medians, settings),
+# $OUT_DIR/peers-unpinned.md (the table), $OUT_DIR/profile-forward.txt with PERF_PROFILE=1.
+#
+# Environment (defaults): PODNS (build) ECHO_FLOOR (build) DURATION=4 ROUNDS=3 CLIENTS=4
+#   OUTSTANDING=200 FWD_RATE=60000 HIT_RATE=120000 SAT_OUTSTANDING=1000 SATURATION=1
+#   SERVERS="podns dnsdist unbound dnsmasq echo" SCENARIOS="forward hit" FOOTPRINT=1
+#   FOOTPRINT_NAMES=20000 IDLE_SECONDS=10 PERF_PROFILE=0 PORT_BASE=25360 (10 ports from there)
+#   OUT_DIR=target/bench INSTALL=1 (0: never apt-get) LATENCY=1 (0: fixed runs without -v)
+#   BUSY_WAIT=0 (seconds to wait for a quiet machine first: all cores under 15 % busy)
+# Traffic goes only to 127.0.0.1; every process started is stopped on exit.
 set -euo pipefail
 
-DURATION=${DURATION:-10}
-REPEAT=${REPEAT:-1}
-WARMUP=${WARMUP:-1}
-RATE=${RATE:-20000}
-OUTSTANDING=${OUTSTANDING:-100}
-# Cap on outstanding queries in the fixed-rate runs: enough for the rate to hold with replies
-# taking up to 10 ms (dnsperf's default, 100, is not when the load core is busy), few enough
-# that a stalled process cannot overflow a default-sized (208 KiB) socket receive buffer.
-FIXED_OUTSTANDING=${FIXED_OUTSTANDING:-200}
+MODE=${MODE:-unpinned}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+if [[ $MODE == pinned ]]; then
+  exec bash "$HERE/peers_pinned.sh" "$@"
+fi
+[[ $MODE == unpinned ]] || { echo "peers.sh: MODE is unpinned or pinned, not $MODE" >&2; exit 2; }
+
+DURATION=${DURATION:-4}
+ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-4}
-NAMES=${NAMES:-500}
-PEERS=${PEERS:-"podns dnsdist unbound dnsmasq"}
-SCENARIOS=${SCENARIOS:-"hit miss"}
-LOADS=${LOADS:-"fixed max"}
-ADDR=${ADDR:-127.0.0.1}
-PORT_BASE=${PORT_BASE:-25350}
-PEER_CPU=${PEER_CPU:-1}
-LOAD_CPU=${LOAD_CPU:-0}
-PODNS=${PODNS:-target/release/podns}
-OUT=${OUT:-target/bench/results.json}
-# Distinct names for the max-throughput forwarding run; dnsperf starts over at the top of the
-# file when it runs out, which the result records as names_wrapped.
-MISS_MAX_NAMES=${MISS_MAX_NAMES:-$((DURATION * 150000))}
+OUTSTANDING=${OUTSTANDING:-200}
+FWD_RATE=${FWD_RATE:-60000}
+HIT_RATE=${HIT_RATE:-120000}
+SAT_OUTSTANDING=${SAT_OUTSTANDING:-1000}
+SATURATION=${SATURATION:-1}
+SERVERS=${SERVERS:-"podns dnsdist unbound dnsmasq echo"}
+SCENARIOS=${SCENARIOS:-"forward hit"}
+FOOTPRINT=${FOOTPRINT:-1}
+FOOTPRINT_NAMES=${FOOTPRINT_NAMES:-20000}
+IDLE_SECONDS=${IDLE_SECONDS:-10}
+PERF_PROFILE=${PERF_PROFILE:-0}
+PORT_BASE=${PORT_BASE:-25360}
+OUT_DIR=${OUT_DIR:-target/bench}
+INSTALL=${INSTALL:-1}
+LATENCY=${LATENCY:-1}
+BUSY_WAIT=${BUSY_WAIT:-0}
+NAMES=500
+ADDR=127.0.0.1
+COMMAND_LINE="$(for v in PODNS ECHO_FLOOR BUSY_WAIT DURATION ROUNDS CLIENTS OUTSTANDING FWD_RATE HIT_RATE SAT_OUTSTANDING SATURATION SERVERS SCENARIOS FOOTPRINT FOOTPRINT_NAMES IDLE_SECONDS PERF_PROFILE LATENCY PORT_BASE OUT_DIR; do [[ -n ${!v+x} && -n $(printenv "$v" || true) ]] && printf '%s=%q ' "$v" "$(printenv "$v")"; true; done)bash benches/peers.sh"
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
+log() { echo "== $*"; }
 
-[[ $ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "ADDR must be a loopback address, got $ADDR"
-[[ $(id -u) == 0 ]] || die "run as root (dnsmasq/unbound/dnsdist bind and drop privileges)"
-for tool in dnsperf dnsdist unbound dnsmasq dig taskset ss awk; do
-  command -v "$tool" >/dev/null || die "missing $tool (see the package list at the top)"
-done
-[[ -x $PODNS ]] || die "no podns binary at $PODNS (cargo build --release)"
-PODNS=$(realpath "$PODNS")
-(( $(nproc) > PEER_CPU && $(nproc) > LOAD_CPU )) || die "need cores $LOAD_CPU and $PEER_CPU"
-CLK_TCK=$(getconf CLK_TCK)
+[[ $(id -u) == 0 ]] || die "run as root (installs packages; unbound/dnsmasq drop privileges)"
+cd "$REPO"
 
-BACKEND_PORT=$PORT_BASE
-PEER_PORT=$((PORT_BASE + 1))
-METRICS_PORT=$((PORT_BASE + 2))
-for p in "$BACKEND_PORT" "$PEER_PORT" "$METRICS_PORT"; do
-  if [[ -n $(ss -Hlnu "sport = :$p") || -n $(ss -Hlnt "sport = :$p") ]]; then
-    die "port $p is in use; set PORT_BASE"
+# --- tools -------------------------------------------------------------------------------
+declare -A PKG=([dnsperf]=dnsperf [dnsdist]=dnsdist [unbound]=unbound [unbound-checkconf]=unbound
+  [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils [ss]=iproute2 [strace]=strace [python3]=python3)
+[[ $PERF_PROFILE == 1 ]] && PKG[perf]=linux-perf
+missing=()
+for tool in "${!PKG[@]}"; do command -v "$tool" >/dev/null || missing+=("${PKG[$tool]}"); done
+if ((${#missing[@]})); then
+  [[ $INSTALL == 1 ]] || die "missing packages: ${missing[*]} (INSTALL=0)"
+  log "installing ${missing[*]}"
+  # No package's service may start (and take port 53) while we install: policy-rc.d says no.
+  made_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT # also when apt-get fails
   fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+  if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+fi
+
+if [[ -z ${PODNS:-} ]]; then
+  command -v cargo >/dev/null || die "no cargo: install Rust (rustup) or give PODNS=path"
+  log "cargo build --release (podns)"
+  env -u OUT_DIR -u PROFILE cargo build --release --bin podns >/dev/null
+  PODNS=target/release/podns
+fi
+[[ -x $PODNS ]] || die "no podns binary at $PODNS"
+PODNS=$(realpath "$PODNS")
+if [[ " $SERVERS " == *" echo "* && -z ${ECHO_FLOOR:-} ]]; then
+  command -v cargo >/dev/null || die "no cargo to build the echo floor: give ECHO_FLOOR=path or drop echo from SERVERS"
+  env -u OUT_DIR -u PROFILE cargo build --release --example echo_floor >/dev/null 2>&1 || die "cargo build --release --example echo_floor failed"
+  ECHO_FLOOR=target/release/examples/echo_floor
+fi
+[[ -z ${ECHO_FLOOR:-} ]] || ECHO_FLOOR=$(realpath "$ECHO_FLOOR")
+
+CLK_TCK=$(getconf CLK_TCK)
+UP_PORT=$PORT_BASE
+declare -A PORT=([podns]=$((PORT_BASE + 1)) [dnsdist]=$((PORT_BASE + 2)) [unbound]=$((PORT_BASE + 3))
+  [dnsmasq]=$((PORT_BASE + 4)) [echo]=$((PORT_BASE + 5)))
+METRICS_PORT=$((PORT_BASE + 6))
+FP_PORT=$((PORT_BASE + 7))
+FP_METRICS_PORT=$((PORT_BASE + 8))
+for p in $(seq "$PORT_BASE" $((PORT_BASE + 9))); do
+  [[ -z $(ss -Hlnu "sport = :$p") && -z $(ss -Hlnt "sport = :$p") ]] || die "port $p is in use; set PORT_BASE"
 done
+
+WORK=$(mktemp -d /tmp/podns-bench.XXXXXX)
+PIDS=()
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  PIDS=()
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+forget_pid() {
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+start() { # LOG CMD...: starts in the background, sets STARTED
+  local logf=$1
+  shift
+  "$@" >"$logf" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
 
 cpu_ticks() { # utime + stime of a process, all its threads
   local s
@@ -99,90 +173,21 @@ cpu_ticks() { # utime + stime of a process, all its threads
   set -- $s
   echo $((${12} + ${13}))
 }
-
-core_ticks() { # "busy total" ticks of core $1 from /proc/stat
-  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-
-udp_rcvbuf_errors() { # datagrams the kernel dropped for a full receive buffer (this netns)
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo null; }
+udp_rcvbuf_errors() {
   awk '/^Udp:/ { if (!c) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i } else { print $c; exit } }' /proc/net/snmp
 }
+busy_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 
-# Which source the podns binary is from (read-only git queries: no index refresh).
-PODNS_SOURCE=unknown
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-if head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null); then
-  changed=$(GIT_OPTIONAL_LOCKS=0 git -C "$REPO" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
-  PODNS_SOURCE="$head, $changed file(s) under src/ or Cargo.* modified since"
-fi
-
-# How busy each core is before we start: other work skews every number below. With
-# BUSY_WAIT=N the script first waits up to N seconds for both cores to be under 15 % busy.
-sample_busy() { # sets BUSY0 BUSY1 (percent over one second) and BACKGROUND
-  local a0 t0 a1 t1 a0b t0b a1b t1b
-  read -r a0 t0 < <(core_ticks "$LOAD_CPU")
-  read -r a1 t1 < <(core_ticks "$PEER_CPU")
-  sleep 1
-  read -r a0b t0b < <(core_ticks "$LOAD_CPU")
-  read -r a1b t1b < <(core_ticks "$PEER_CPU")
-  BUSY0=$(((a0b - a0) * 100 / (t0b - t0 > 0 ? t0b - t0 : 1)))
-  BUSY1=$(((a1b - a1) * 100 / (t1b - t1 > 0 ? t1b - t1 : 1)))
-  BACKGROUND="core $LOAD_CPU $BUSY0%, core $PEER_CPU $BUSY1%"
-}
-sample_busy
-BUSY_DEADLINE=$((SECONDS + ${BUSY_WAIT:-0}))
-while ((BUSY0 > 15 || BUSY1 > 15)) && ((SECONDS < BUSY_DEADLINE)); do
-  echo "== waiting for a quiet machine: $BACKGROUND busy"
-  sleep 4
-  sample_busy
-done
-echo "== background load in the last second: $BACKGROUND busy; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-
-WORK=$(mktemp -d /tmp/podns-peers.XXXXXX)
-PIDS=()
-
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  PIDS=()
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Starts "$@" pinned to core $1 (shifted), output to log $2; sets STARTED to its PID.
-start_pinned() {
-  local cpu=$1 log=$2
-  shift 2
-  taskset -c "$cpu" "$@" >"$log" 2>&1 &
-  STARTED=$!
-  PIDS+=("$STARTED")
-}
-
-forget_pid() {
-  local keep=() p
-  for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-# Polls (bounded, 10 s) until $ADDR:$1 answers host1.bench.test A with the backend's address;
-# fails if process $2 exits first.
+# Polls (10 s at most) until port $1 answers host1.bench.test A (any reply for the echo floor).
 wait_ready() {
-  local port=$1 pid=$2 i
+  local port=$1 pid=$2 want=${3:-198.18.0.2} i out
   for i in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || return 1
-    if [[ $(dig +time=1 +tries=1 +short @"$ADDR" -p "$port" host1.bench.test A 2>/dev/null) == 198.18.0.2 ]]; then
+    out=$(dig +time=1 +tries=1 +short @"$ADDR" -p "$port" host1.bench.test A 2>/dev/null) || out=
+    if [[ $want == any ]]; then
+      dig +time=1 +tries=1 @"$ADDR" -p "$port" host1.bench.test A 2>/dev/null | grep -q 'status: NOERROR' && return 0
+    elif [[ $out == "$want" ]]; then
       return 0
     fi
     sleep 0.1
@@ -190,311 +195,310 @@ wait_ready() {
   return 1
 }
 
-# --- query files and backend -------------------------------------------------------------
-
-echo "== preparing query files in $WORK"
-awk -v n="$NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "198.18.%d.%d host%d.bench.test\n", int(i / 250), i % 250 + 1, i }' >"$WORK/hosts"
+# --- query files and upstream --------------------------------------------------------------
+log "work directory $WORK; podns $PODNS"
 awk -v n="$NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "host%d.bench.test A\n", i }' >"$WORK/hit.txt"
 RUN_TAG=$(printf '%04x%04x' $RANDOM $RANDOM)
-# Miss files: one per use so that no name repeats within one peer instance.
-gen_miss() { # count tag file
+gen_unique() { # COUNT TAG FILE: distinct names under the upstream's redirect zone
   awk -v n="$1" -v t="$2" 'BEGIN { for (i = 1; i <= n; i++) printf "q%d.%s.rnd.bench.test A\n", i, t }' >"$3"
 }
-gen_miss $((WARMUP * RATE + 1000)) "w$RUN_TAG" "$WORK/miss-warm.txt"
-gen_miss $((DURATION * RATE * 11 / 10 + 1000)) "f$RUN_TAG" "$WORK/miss-fixed.txt"
-gen_miss "$MISS_MAX_NAMES" "m$RUN_TAG" "$WORK/miss-max.txt"
 
-echo "== starting backend (dnsmasq, core $LOAD_CPU) on $ADDR:$BACKEND_PORT"
-start_pinned "$LOAD_CPU" "$WORK/backend.log" dnsmasq --keep-in-foreground --conf-file=/dev/null \
-  --no-resolv --no-hosts --no-poll --addn-hosts="$WORK/hosts" \
-  --address=/rnd.bench.test/198.18.9.9 --local=/cluster.local/ --local-ttl=3600 \
-  --listen-address="$ADDR" --bind-interfaces --port="$BACKEND_PORT" --pid-file= --user=root \
-  --log-facility=/dev/null --cache-size=10000 --dns-forward-max=10000
-BACKEND_PID=$STARTED
-wait_ready "$BACKEND_PORT" "$BACKEND_PID" || die "backend did not answer: $(cat "$WORK/backend.log")"
+{
+  echo 'server:'
+  echo "  interface: $ADDR@$UP_PORT"
+  echo '  num-threads: 1'
+  echo '  do-daemonize: no'
+  echo '  use-syslog: no'
+  echo '  logfile: ""'
+  echo '  verbosity: 0'
+  echo '  chroot: ""'
+  echo '  username: ""'
+  echo '  pidfile: ""'
+  echo "  directory: \"$WORK\""
+  echo '  do-ip6: no'
+  echo '  module-config: "iterator"'
+  echo '  so-rcvbuf: 4m'
+  echo '  so-sndbuf: 4m'
+  echo '  local-zone: "test." nodefault'
+  echo '  local-zone: "bench.test." static'
+  echo '  local-zone: "rnd.bench.test." redirect'
+  echo '  local-data: "rnd.bench.test. 3600 IN A 198.18.9.9"'
+  awk -v n="$NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "  local-data: \"host%d.bench.test. 3600 IN A 198.18.%d.%d\"\n", i, int(i / 250), i % 250 + 1 }'
+} >"$WORK/upstream.conf"
+unbound-checkconf "$WORK/upstream.conf" >/dev/null || die "bad upstream unbound config"
+log "upstream: unbound with local data on $ADDR:$UP_PORT"
+start "$WORK/upstream.log" unbound -d -c "$WORK/upstream.conf"
+UP_PID=$STARTED
+wait_ready "$UP_PORT" "$UP_PID" || die "upstream did not answer: $(cat "$WORK/upstream.log")"
 
-# --- peers -------------------------------------------------------------------------------
-
-# start_peer NAME SCENARIO: writes its config, starts it pinned, sets PEER_PID and PEER_COMM.
-start_peer() {
-  local name=$1 scen=$2 dir="$WORK/$1-$2"
+# --- servers under test ----------------------------------------------------------------------
+declare -A SPID
+start_server() { # NAME SCENARIO [PORT METRICS_PORT CACHE]: sets SPID[NAME]
+  local name=$1 scen=$2 dir="$WORK/$1-$2" port=${3:-${PORT[$1]}}
   mkdir -p "$dir"
   case $name in
-  podns | podns-metrics)
-    local cache=8MiB metrics=off
-    [[ $scen == miss ]] && cache=0
-    [[ $name == podns-metrics ]] && metrics="$ADDR:$METRICS_PORT"
+  podns)
+    local cache=8MiB mport=${4:-$METRICS_PORT}
+    [[ $scen == forward ]] && cache=0
+    [[ -n ${5:-} ]] && cache=$5
     printf 'nameserver %s\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n' \
       "$ADDR" >"$dir/resolv.conf"
-    start_pinned "$PEER_CPU" "$dir/log" "$PODNS" --listen "$ADDR:$PEER_PORT" \
-      --upstream "$ADDR:$BACKEND_PORT" --resolv-conf "$dir/resolv.conf" \
-      --metrics-listen "$metrics" --cache-size "$cache" --collapse off --aaaa forward \
+    start "$dir/log" "$PODNS" --listen "$ADDR:$port" --upstream "$ADDR:$UP_PORT" \
+      --resolv-conf "$dir/resolv.conf" --metrics-listen "$ADDR:$mport" --cache-size "$cache" \
       --drain-grace 0s
-    PEER_COMM=podns
     ;;
   dnsdist)
     {
-      echo 'setSecurityPollSuffix("")' # no security-status lookups leave the machine
-      echo "setLocal(\"$ADDR:$PEER_PORT\")"
-      echo "newServer({address=\"$ADDR:$BACKEND_PORT\", checkName=\"host1.bench.test.\"})"
+      echo 'setSecurityPollSuffix("")'
+      echo "setLocal(\"$ADDR:$port\")"
+      echo "newServer({address=\"$ADDR:$UP_PORT\", checkName=\"host1.bench.test.\"})"
       if [[ $scen == hit ]]; then
         echo 'pc = newPacketCache(100000, {maxTTL=86400})'
         echo 'getPool(""):setCache(pc)'
       fi
     } >"$dir/dnsdist.conf"
-    start_pinned "$PEER_CPU" "$dir/log" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf"
-    PEER_COMM=dnsdist
+    start "$dir/log" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf"
     ;;
   unbound)
     {
       echo 'server:'
-      echo "  interface: $ADDR@$PEER_PORT"
+      echo "  interface: $ADDR@$port"
       echo '  num-threads: 1'
       echo '  do-daemonize: no'
       echo '  use-syslog: no'
       echo '  logfile: ""'
-      echo '  verbosity: 1' # prints its query statistics (answers from cache) when it stops
+      echo '  verbosity: 1' # its query statistics (answers from cache) when it stops
       echo '  chroot: ""'
       echo '  username: ""'
       echo '  pidfile: ""'
       echo "  directory: \"$dir\""
       echo '  do-ip6: no'
       echo '  module-config: "iterator"'
+      echo '  qname-minimisation: no'
       echo '  do-not-query-localhost: no'
       echo '  local-zone: "test." nodefault'
-      if [[ $scen == miss ]]; then
-        echo '  msg-cache-size: 0'
-        echo '  rrset-cache-size: 0'
-        echo '  cache-max-ttl: 0'
-        echo '  cache-max-negative-ttl: 0'
-      fi
       echo 'forward-zone:'
       echo '  name: "."'
-      echo "  forward-addr: $ADDR@$BACKEND_PORT"
+      echo "  forward-addr: $ADDR@$UP_PORT"
     } >"$dir/unbound.conf"
     unbound-checkconf "$dir/unbound.conf" >/dev/null || die "bad unbound config"
-    start_pinned "$PEER_CPU" "$dir/log" unbound -d -c "$dir/unbound.conf"
-    PEER_COMM=unbound
+    start "$dir/log" unbound -d -c "$dir/unbound.conf"
     ;;
   dnsmasq)
     local cache=10000
-    [[ $scen == miss ]] && cache=0
-    start_pinned "$PEER_CPU" "$dir/log" dnsmasq --keep-in-foreground --conf-file=/dev/null \
-      --no-resolv --no-hosts --no-poll --server="$ADDR#$BACKEND_PORT" \
-      --listen-address="$ADDR" --bind-interfaces --port="$PEER_PORT" --pid-file= --user=root \
-      --log-facility=/dev/null --cache-size="$cache" --dns-forward-max=1000
-    PEER_COMM=dnsmasq
+    [[ $scen == forward ]] && cache=0
+    start "$dir/log" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+      --no-poll --server="$ADDR#$UP_PORT" --listen-address="$ADDR" --bind-interfaces \
+      --port="$port" --pid-file= --user=root --log-facility=/dev/null --cache-size="$cache" \
+      --dns-forward-max=1000
     ;;
-  *) die "unknown peer $name" ;;
+  echo)
+    start "$dir/log" "$ECHO_FLOOR" "$ADDR:$port"
+    ;;
+  *) die "unknown server $name" ;;
   esac
-  PEER_PID=$STARTED
-  PEER_DIR=$dir
+  SPID[$name]=$STARTED
+  local want=198.18.0.2
+  [[ $name == echo ]] && want=any
+  wait_ready "$port" "$STARTED" "$want" || die "$name did not become ready: $(tail -5 "$dir/log")"
 }
 
-# run_dnsperf FILE LOAD OUTFILE: one measured dnsperf run against the peer, pinned to LOAD_CPU.
-run_dnsperf() {
-  local file=$1 load=$2 out=$3 limit
-  if [[ $load == fixed ]]; then limit=(-Q "$RATE" -q "$FIXED_OUTSTANDING"); else limit=(-q "$OUTSTANDING"); fi
-  taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$PEER_PORT" -d "$file" -l "$DURATION" \
-    -c "$CLIENTS" -t 1 "${limit[@]}" >"$out" 2>&1 || true
-}
-
-field() { # dnsperf output field
-  awk -v k="$2" 'index($0, k) { sub(/^[^:]*:[ \t]*/, ""); split($0, a, /[ \t(]+/); print a[1]; exit }' "$1"
-}
-
-RUNS_JSON=$WORK/runs.jsonl   # one JSON object per measured run
-ROWS_FILE=$WORK/rows         # "peer scen load round qps cpu_us lost lat_us util alive"
-: >"$RUNS_JSON"
-: >"$ROWS_FILE"
+RUNS=$WORK/runs.jsonl
+: >"$RUNS"
 PROBLEMS=()
+declare -A IDLE_RSS
 
-# measure_peer PEER SCEN ROUND: one fresh instance of the peer, warm-up, then each load.
-measure_peer() {
-  local peer=$1 scen=$2 round=$3 comm affinity load file out alive
-  local c0b c0t c1b c1t c0b2 c0t2 c1b2 c1t2 p0 p1 b0 b1 u0 u1
-  local sent done_q lost qps runtime lat rcodes noerror lines wrapped cpu_s cpu_us util c0 c1 bcpu_us lat_us
-  echo "== $peer / $scen (round $round)"
-  start_peer "$peer" "$scen"
-  if ! wait_ready "$PEER_PORT" "$PEER_PID"; then
-    PROBLEMS+=("$peer/$scen round $round: did not become ready")
-    echo "!! $peer did not become ready; log:" >&2
-    tail -20 "$PEER_DIR/log" >&2 || true
-    stop_pid "$PEER_PID"
-    forget_pid "$PEER_PID"
-    return 0
-  fi
-  comm=$(<"/proc/$PEER_PID/comm")
-  [[ $comm == "$PEER_COMM"* ]] || die "PID $PEER_PID is $comm, not $PEER_COMM"
-  affinity=$(taskset -pc "$PEER_PID" | awk '{ print $NF }')
-  # Warm-up: hit fills the cache (two passes over the names); miss runs the forwarding path.
-  if [[ $scen == hit ]]; then
-    taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$PEER_PORT" -d "$WORK/hit.txt" -n 2 \
-      -Q "$RATE" -t 1 >"$PEER_DIR/warmup.txt" 2>&1 || true
-  else
-    taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$PEER_PORT" -d "$WORK/miss-warm.txt" \
-      -l "$WARMUP" -Q "$RATE" -t 1 >"$PEER_DIR/warmup.txt" 2>&1 || true
-  fi
-  for load in $LOADS; do
-    if [[ $scen == hit ]]; then file=$WORK/hit.txt; else file=$WORK/miss-$load.txt; fi
-    out=$PEER_DIR/dnsperf-$load-$round.txt
-    read -r c0b c0t < <(core_ticks "$LOAD_CPU")
-    read -r c1b c1t < <(core_ticks "$PEER_CPU")
-    p0=$(cpu_ticks "$PEER_PID") || p0=
-    b0=$(cpu_ticks "$BACKEND_PID")
-    u0=$(udp_rcvbuf_errors)
-    run_dnsperf "$file" "$load" "$out"
-    p1=$(cpu_ticks "$PEER_PID") || p1=
-    b1=$(cpu_ticks "$BACKEND_PID")
-    u1=$(udp_rcvbuf_errors)
-    read -r c0b2 c0t2 < <(core_ticks "$LOAD_CPU")
-    read -r c1b2 c1t2 < <(core_ticks "$PEER_CPU")
-    alive=true
-    kill -0 "$PEER_PID" 2>/dev/null || alive=false
-    sent=$(field "$out" "Queries sent:")
-    done_q=$(field "$out" "Queries completed:")
-    lost=$(field "$out" "Queries lost:")
-    qps=$(field "$out" "Queries per second:")
-    runtime=$(field "$out" "Run time (s):")
-    lat=$(field "$out" "Average Latency (s):")
-    rcodes=$(awk -F': *' '/Response codes:/ { print $2 }' "$out")
-    noerror=$(awk '/Response codes:/ { for (i = 1; i <= NF; i++) if ($i == "NOERROR") print $(i + 1) }' "$out")
-    lines=$(wc -l <"$file")
-    wrapped=false
-    [[ $scen == miss && -n $sent ]] && ((sent > lines)) && wrapped=true
-    if [[ -z $done_q || -z $p0 || -z $p1 ]]; then
-      PROBLEMS+=("$peer/$scen/$load round $round: no result (alive: $alive)")
-      echo "!! $peer/$scen/$load: no result (peer alive: $alive)" >&2
-      tail -20 "$out" >&2 || true
-      echo "{\"peer\":\"$peer\",\"scenario\":\"$scen\",\"load\":\"$load\",\"round\":$round,\"ok\":false,\"peer_alive\":$alive}" >>"$RUNS_JSON"
-      continue
-    fi
-    read -r cpu_s cpu_us util c0 c1 bcpu_us lat_us < <(awk -v p="$((p1 - p0))" -v b="$((b1 - b0))" \
-      -v hz="$CLK_TCK" -v n="$done_q" -v rt="$runtime" -v lat="$lat" \
-      -v c0="$((c0b2 - c0b))" -v c0t="$((c0t2 - c0t))" -v c1="$((c1b2 - c1b))" -v c1t="$((c1t2 - c1t))" \
-      'BEGIN { s = p / hz; printf "%.3f %.3f %.3f %.3f %.3f %.3f %.1f\n", s, n ? s * 1e6 / n : 0,
-        rt ? s / rt : 0, c0t ? c0 / c0t : 0, c1t ? c1 / c1t : 0, n ? b / hz * 1e6 / n : 0, lat * 1e6 }')
-    printf '   %-6s qps %8.0f  cpu/query %6.2f us  peer core %5.1f%%  lost %s  avg latency %s us  rcodes %s\n' \
-      "$load" "$qps" "$cpu_us" "$(awk -v u="$util" 'BEGIN { print u * 100 }')" "$lost" "$lat_us" "$rcodes"
-    ((u1 > u0)) && echo "          kernel dropped $((u1 - u0)) UDP datagrams on full receive buffers (any socket)"
-    if ! $alive; then
-      PROBLEMS+=("$peer/$scen/$load round $round: the peer exited during the run")
-      echo "!! $peer exited during the $scen/$load run" >&2
-    fi
-    if ((lost > 0)) || [[ ${noerror:-0} != "$done_q" ]]; then
-      PROBLEMS+=("$peer/$scen/$load round $round: sent $sent, completed $done_q, lost $lost, rcodes $rcodes")
-    fi
-    echo "{\"peer\":\"$peer\",\"scenario\":\"$scen\",\"load\":\"$load\",\"round\":$round,\"ok\":true,\"peer_alive\":$alive,\"offered_qps\":$([[ $load == fixed ]] && echo "$RATE" || echo null),\"queries_sent\":$sent,\"queries_completed\":$done_q,\"queries_lost\":$lost,\"noerror\":${noerror:-0},\"qps\":$qps,\"run_time_s\":$runtime,\"avg_latency_us\":$lat_us,\"peer_cpu_s\":$cpu_s,\"cpu_us_per_query\":$cpu_us,\"peer_core_util\":$util,\"backend_cpu_us_per_query\":$bcpu_us,\"load_core_busy\":$c0,\"peer_core_busy\":$c1,\"names_in_file\":$lines,\"names_wrapped\":$wrapped,\"udp_rcvbuf_errors\":$((u1 - u0)),\"affinity\":\"$affinity\"}" >>"$RUNS_JSON"
-    echo "$peer $scen $load $round $qps $cpu_us $lost $lat_us $util $alive" >>"$ROWS_FILE"
-  done
-  # Warnings and errors podns logged (it logs nothing per query at the default level).
-  if [[ $peer == podns* ]] && grep -Eq 'WARN|ERROR' "$PEER_DIR/log"; then
-    PROBLEMS+=("$peer/$scen round $round: logged $(grep -Ec 'WARN|ERROR' "$PEER_DIR/log") warning/error lines")
-    echo "!! $peer logged warnings/errors:" >&2
-    grep -E 'WARN|ERROR' "$PEER_DIR/log" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -10 >&2
-  fi
-  if ! kill -0 "$PEER_PID" 2>/dev/null; then
-    echo "!! $peer is no longer running; log:" >&2
-    tail -20 "$PEER_DIR/log" >&2
-  fi
-  stop_pid "$PEER_PID"
-  forget_pid "$PEER_PID"
-  if [[ $peer == unbound ]]; then
-    echo "   unbound's own count: $(grep -o '[0-9]* queries, [0-9]* answers from cache, [0-9]* recursions' "$PEER_DIR/log" | tail -1)"
-  fi
+# measure SERVER SCEN LOAD ROUND FILE
+measure() {
+  local srv=$1 scen=$2 load=$3 round=$4 file=$5 pid=${SPID[$1]} out="$WORK/$1-$2/dnsperf-$3-$4.txt"
+  local args=(-s "$ADDR" -p "${PORT[$srv]}" -d "$file" -l "$DURATION" -c "$CLIENTS" -t 2)
+  local rate=$FWD_RATE
+  [[ $scen == hit ]] && rate=$HIT_RATE
+  if [[ $load == fixed ]]; then args+=(-Q "$rate" -q "$OUTSTANDING"); [[ $LATENCY == 1 ]] && args+=(-v); else args+=(-q "$SAT_OUTSTANDING"); rate=0; fi
+  local p0 p1 u0 u1 e0 e1 b0 t0 b1 t1 d0 alive=true
+  p0=$(cpu_ticks "$pid") || die "$srv is gone before $scen/$load round $round: $(tail -5 "$WORK/$srv-$scen/log")"
+  u0=$(cpu_ticks "$UP_PID")
+  e0=$(udp_rcvbuf_errors)
+  read -r b0 t0 < <(busy_ticks)
+  dnsperf "${args[@]}" >"$out" 2>&1 &
+  d0=$!
+  wait "$d0" || true
+  p1=$(cpu_ticks "$pid") || { p1=$p0; alive=false; }
+  u1=$(cpu_ticks "$UP_PID")
+  e1=$(udp_rcvbuf_errors)
+  read -r b1 t1 < <(busy_ticks)
+  local rss
+  rss=$(rss_kib "$pid")
+  python3 "$HERE/peers_report.py" run server="$srv" scenario="$scen" load="$load" round="$round" \
+    offered_qps="$rate" cpu_ticks=$((p1 - p0)) upstream_ticks=$((u1 - u0)) clk_tck="$CLK_TCK" \
+    rss_end_kib="$rss" idle_rss_kib="${IDLE_RSS[$srv-$scen]:-0}" udp_rcvbuf_errors=$((e1 - e0)) \
+    machine_busy=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN { printf "%.3f", t ? b / t : 0 }') \
+    server_alive="$alive" "$out" >>"$RUNS"
+  rm -f "$out.v"
+  tail -1 "$RUNS" | python3 "$HERE/peers_report.py" show
+  $alive || PROBLEMS+=("$srv $scen/$load round $round: the server exited")
+  # Keep only the summary of the -v output (per-query lines are parsed already).
+  grep -v '^> ' "$out" >"$out.sum" 2>/dev/null && mv "$out.sum" "$out"
 }
 
-for round in $(seq 1 "$REPEAT"); do
-  for scen in $SCENARIOS; do
-    for peer in $PEERS; do
-      measure_peer "$peer" "$scen" "$round"
+# Other work on the machine skews every number: say how busy it was, and with BUSY_WAIT=N wait
+# up to N seconds for a second in which all cores together are under 15 % busy.
+sample_busy() {
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(busy_ticks)
+  sleep 1
+  read -r b1 t1 < <(busy_ticks)
+  BUSY=$(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
+}
+sample_busy
+deadline=$((SECONDS + BUSY_WAIT))
+while ((BUSY > 15 && SECONDS < deadline)); do
+  log "waiting for a quiet machine: ${BUSY}% busy, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  sleep 4
+  sample_busy
+done
+BACKGROUND="${BUSY}% of all cores busy in the second before the start, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+log "background: $BACKGROUND"
+
+SECONDS=0
+for scen in $SCENARIOS; do
+  log "scenario $scen: starting $SERVERS"
+  for srv in $SERVERS; do
+    start_server "$srv" "$scen"
+    sleep 0.5
+    IDLE_RSS[$srv-$scen]=$(rss_kib "${SPID[$srv]}")
+  done
+  log "warm-up"
+  for srv in $SERVERS; do
+    if [[ $scen == hit ]]; then
+      dnsperf -s "$ADDR" -p "${PORT[$srv]}" -d "$WORK/hit.txt" -n 2 -Q 20000 -t 2 >"$WORK/$srv-$scen/warmup.txt" 2>&1 || true
+    else
+      gen_unique $((FWD_RATE + 1000)) "w$srv$RUN_TAG" "$WORK/warm.txt"
+      dnsperf -s "$ADDR" -p "${PORT[$srv]}" -d "$WORK/warm.txt" -l 1 -c "$CLIENTS" -Q "$FWD_RATE" -q "$OUTSTANDING" -t 2 >"$WORK/$srv-$scen/warmup.txt" 2>&1 || true
+    fi
+  done
+  rm -f "$WORK/warm.txt"
+  loads=fixed
+  [[ $SATURATION == 1 ]] && loads="fixed sat"
+  for load in $loads; do
+    for round in $(seq 1 "$ROUNDS"); do
+      if [[ $scen == hit ]]; then
+        file=$WORK/hit.txt
+      else
+        # Distinct names for this round and load, more than any server answers in DURATION s;
+        # the same file for every server (each has its own cache, so no name repeats within one).
+        file=$WORK/fwd-$load-$round.txt
+        if [[ $load == fixed ]]; then n=$((FWD_RATE * DURATION * 11 / 10 + 1000)); else n=$((DURATION * 200000)); fi
+        gen_unique "$n" "$load$round$RUN_TAG" "$file"
+      fi
+      for srv in $SERVERS; do measure "$srv" "$scen" "$load" "$round" "$file"; done
+      [[ $scen == hit ]] || rm -f "$file"
     done
   done
+  for srv in $SERVERS; do
+    stop_pid "${SPID[$srv]}"
+    forget_pid "${SPID[$srv]}"
+    if [[ $srv == unbound ]]; then
+      echo "   unbound's own count ($scen): $(grep -o '[0-9]* queries, [0-9]* answers from cache, [0-9]* recursions' "$WORK/unbound-$scen/log" | tail -1)"
+    fi
+    if [[ $srv == podns ]] && grep -Eq 'WARN|ERROR' "$WORK/podns-$scen/log"; then
+      PROBLEMS+=("podns $scen: logged $(grep -Ec 'WARN|ERROR' "$WORK/podns-$scen/log") warning/error lines")
+      grep -E 'WARN|ERROR' "$WORK/podns-$scen/log" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -5
+    fi
+  done
+  log "scenario $scen done after ${SECONDS}s"
 done
 
-# --- report ------------------------------------------------------------------------------
-
-# Median over rounds of each (peer, scenario, load); prints
-# "peer scen load n qps cpu_us lost lat_us util" in first-seen order.
-medians() {
-  awk '
-    function med(s,   n, a, i, j, t) {
-      n = split(s, a, " ")
-      for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    {
-      k = $1 " " $2 " " $3
-      if (!(k in n)) order[++m] = k
-      n[k]++; q[k] = q[k] " " $5; c[k] = c[k] " " $6; l[k] = l[k] " " $7; t[k] = t[k] " " $8; u[k] = u[k] " " $9
-    }
-    END { for (i = 1; i <= m; i++) { k = order[i]; print k, n[k], med(q[k]), med(c[k]), med(l[k]), med(t[k]), med(u[k]) } }
-  ' "$ROWS_FILE"
-}
-medians >"$WORK/medians"
-
-echo
-echo "== results: median of $REPEAT round(s) of ${DURATION}s per run; fixed = -Q $RATE, max = -q $OUTSTANDING"
-echo "   outstanding, no rate limit; $CLIENTS clients; peer on core $PEER_CPU, dnsperf + backend on core"
-echo "   $LOAD_CPU; core% = peer CPU time / run time; ratios are peer / podns from this run"
-awk '
-  { key = $2 "/" $3; if ($1 == "podns") { pq[key] = $5; pc[key] = $6 } row[NR] = $0 }
-  END {
-    printf "%-14s %-5s %-5s %9s %9s %7s %8s %6s %9s %9s\n", "peer", "scen", "load", "qps", "cpu_us/q",
-      "lost", "lat_us", "core%", "cpu/podns", "qps/podns"
-    for (i = 1; i <= NR; i++) {
-      split(row[i], f, " "); key = f[2] "/" f[3]
-      rc = (pc[key] > 0) ? sprintf("%.2f", f[6] / pc[key]) : "-"
-      rq = (pq[key] > 0 && f[3] == "max") ? sprintf("%.2f", f[5] / pq[key]) : "-"
-      printf "%-14s %-5s %-5s %9.0f %9.2f %7d %8.1f %6.1f %9s %9s\n", f[1], f[2], f[3], f[5], f[6],
-        f[7], f[8], f[9] * 100, rc, rq
-    }
-  }' "$WORK/medians" | tee "$WORK/table.txt"
-
-if ((${#PROBLEMS[@]})); then
-  echo
-  echo "== problems seen"
-  printf '   %s\n' "${PROBLEMS[@]}"
+# --- footprint: idle RSS, idle system calls, RSS after many distinct names ---------------------
+FOOT=null
+if [[ $FOOTPRINT == 1 ]]; then
+  log "footprint: fresh podns (8MiB cache, metrics on), $IDLE_SECONDS s idle under strace -c -f"
+  mkdir -p "$WORK/podns-footprint"
+  printf 'nameserver %s\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n' \
+    "$ADDR" >"$WORK/podns-footprint/resolv.conf"
+  start "$WORK/podns-footprint/log" "$PODNS" --listen "$ADDR:$FP_PORT" --upstream "$ADDR:$UP_PORT" \
+    --resolv-conf "$WORK/podns-footprint/resolv.conf" --metrics-listen "$ADDR:$FP_METRICS_PORT" \
+    --drain-grace 0s
+  FP_PID=$STARTED
+  # Ready = listening; no query yet, so "idle" is the state right after start.
+  for _ in $(seq 1 100); do [[ -n $(ss -Hlnu "sport = :$FP_PORT") ]] && break; sleep 0.1; done
+  sleep 1
+  fp_idle_rss=$(rss_kib "$FP_PID")
+  count_syscalls() { # PID SECONDS: system calls of all threads during SECONDS
+    timeout -s INT "$2" strace -c -f -p "$1" -o "$WORK/strace.txt" >/dev/null 2>&1 || true
+    awk '$NF == "total" { print ($4 ~ /^[0-9]+$/) ? $4 : $3; f = 1 } END { if (!f) print 0 }' "$WORK/strace.txt"
+  }
+  fp_idle_calls=$(count_syscalls "$FP_PID" "$IDLE_SECONDS")
+  cp "$WORK/strace.txt" "$WORK/strace-idle.txt"
+  gen_unique "$FOOTPRINT_NAMES" "fp$RUN_TAG" "$WORK/fp.txt"
+  dnsperf -s "$ADDR" -p "$FP_PORT" -d "$WORK/fp.txt" -n 1 -c "$CLIENTS" -Q 20000 -q "$OUTSTANDING" -t 2 >"$WORK/fp-dnsperf.txt" 2>&1 || true
+  fp_done=$(awk '/Queries completed:/ { print $3 }' "$WORK/fp-dnsperf.txt")
+  sleep 2
+  fp_names_rss=$(rss_kib "$FP_PID")
+  fp_after_calls=$(count_syscalls "$FP_PID" "$IDLE_SECONDS")
+  log "footprint: idle RSS ${fp_idle_rss} KiB, ${fp_idle_calls} system calls in ${IDLE_SECONDS}s idle; after ${fp_done:-?} of $FOOTPRINT_NAMES names: RSS ${fp_names_rss} KiB, then ${fp_after_calls} system calls in ${IDLE_SECONDS}s idle"
+  if [[ $fp_after_calls != 0 ]]; then sed 's/^/     /' "$WORK/strace.txt" | head -12; fi
+  stop_pid "$FP_PID"
+  forget_pid "$FP_PID"
+  FOOT="{\"idle_rss_kib\": $fp_idle_rss, \"idle_syscalls\": $fp_idle_calls, \"idle_seconds\": $IDLE_SECONDS, \"names\": $FOOTPRINT_NAMES, \"names_answered\": ${fp_done:-0}, \"rss_after_names_kib\": $fp_names_rss, \"idle_syscalls_after_traffic\": $fp_after_calls}"
 fi
 
+# --- profile: where podns spends its time when forwarding ----------------------------------------
+if [[ $PERF_PROFILE == 1 ]]; then
+  log "profile: perf record -g of podns forwarding at $FWD_RATE q/s for $DURATION s"
+  start_server podns forward "${PORT[podns]}" "$METRICS_PORT"
+  gen_unique $((FWD_RATE * DURATION * 12 / 10)) "prof$RUN_TAG" "$WORK/prof.txt"
+  dnsperf -s "$ADDR" -p "${PORT[podns]}" -d "$WORK/prof.txt" -l $((DURATION + 1)) -c "$CLIENTS" -Q "$FWD_RATE" -q "$OUTSTANDING" -t 2 >"$WORK/prof-dnsperf.txt" 2>&1 &
+  PERF_LOAD=$!
+  sleep 0.5
+  perf record -e cpu-clock -F 2000 -g -p "${SPID[podns]}" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 || true
+  wait "$PERF_LOAD" || true
+  mkdir -p "$OUT_DIR"
+  {
+    echo "# perf record -e cpu-clock -F 2000 -g of podns ($PODNS), forward at $FWD_RATE q/s, $(date -u +%FT%TZ)"
+    echo "# self time by symbol (perf report --no-children --sort dso,symbol), top 30"
+    perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -v -e '^#' -e '^$' | head -30 || true
+    echo
+    echo "# including children (perf report --children --sort symbol), top 30"
+    perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep -v -e '^#' -e '^$' | head -30 || true
+  } >"$OUT_DIR/profile-forward.txt"
+  stop_pid "${SPID[podns]}"
+  forget_pid "${SPID[podns]}"
+  log "profile: $OUT_DIR/profile-forward.txt"
+  head -20 "$OUT_DIR/profile-forward.txt" || true
+fi
+
+# --- report --------------------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
 json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
-mkdir -p "$(dirname "$OUT")"
+PODNS_SOURCE=unknown
+if head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null); then
+  changed=$(GIT_OPTIONAL_LOCKS=0 git -C "$REPO" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+  PODNS_SOURCE="tree at $head, $changed file(s) under src/ or Cargo.* modified"
+fi
+cat >"$WORK/meta.json" <<EOF
 {
-  echo '{'
-  echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
-  echo "  \"host\": {\"cores\": $(nproc), \"cpu\": \"$(json_str "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)")\", \"kernel\": \"$(uname -r)\", \"background_busy_before\": \"$(json_str "$BACKGROUND")\", \"loadavg_at_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"},"
-  echo "  \"podns\": {\"binary\": \"$(json_str "$PODNS")\", \"built\": \"$(date -u -r "$PODNS" +%Y-%m-%dT%H:%M:%SZ)\", \"source\": \"$(json_str "$PODNS_SOURCE")\"},"
-  echo "  \"versions\": {\"podns\": \"$(json_str "$("$PODNS" --version 2>/dev/null | head -1)")\", \"dnsdist\": \"$(dnsdist --version 2>/dev/null | head -1 | awk '{ print $2 }')\", \"unbound\": \"$(unbound -V 2>/dev/null | awk '/^Version/ { print $2 }')\", \"dnsmasq\": \"$(dnsmasq --version | head -1 | awk '{ print $3 }')\", \"dnsperf\": \"$(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }')\"},"
-  echo "  \"settings\": {\"duration_s\": $DURATION, \"repeat\": $REPEAT, \"rate_qps\": $RATE, \"outstanding\": $OUTSTANDING, \"fixed_outstanding\": $FIXED_OUTSTANDING, \"clients\": $CLIENTS, \"names\": $NAMES, \"peer_cpu\": $PEER_CPU, \"load_cpu\": $LOAD_CPU, \"clk_tck\": $CLK_TCK},"
-  echo '  "runs": ['
-  sed '$!s/$/,/; s/^/    /' "$RUNS_JSON"
-  echo '  ],'
-  echo '  "medians": ['
-  awk '{ printf "    {\"peer\":\"%s\",\"scenario\":\"%s\",\"load\":\"%s\",\"rounds\":%d,\"qps\":%s,\"cpu_us_per_query\":%s,\"queries_lost\":%s,\"avg_latency_us\":%s,\"peer_core_util\":%s}%s\n",
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, (NR < total ? "," : "") }' total="$(wc -l <"$WORK/medians")" "$WORK/medians"
-  echo '  ],'
-  # Ratios to podns, same scenario and load, medians of this run of the script.
-  echo '  "ratios_to_podns": ['
-  awk '
-    { key = $2 "/" $3; if ($1 == "podns") { pq[key] = $5; pc[key] = $6 } row[NR] = $0 }
-    END {
-      m = 0
-      for (i = 1; i <= NR; i++) {
-        split(row[i], f, " "); key = f[2] "/" f[3]
-        if (f[1] == "podns" || !(pc[key] > 0)) continue
-        out[++m] = sprintf("    {\"peer\":\"%s\",\"scenario\":\"%s\",\"load\":\"%s\",\"cpu_per_query\":%.3f,\"qps\":%.3f}",
-          f[1], f[2], f[3], f[6] / pc[key], f[5] / pq[key])
-      }
-      for (i = 1; i <= m; i++) print out[i] (i < m ? "," : "")
-    }' "$WORK/medians"
-  echo '  ],'
-  echo '  "problems": ['
-  for i in "${!PROBLEMS[@]}"; do
-    sep=,
-    ((i == ${#PROBLEMS[@]} - 1)) && sep=
-    echo "    \"$(json_str "${PROBLEMS[$i]}")\"$sep"
-  done
-  echo '  ]'
-  echo '}'
-} >"$OUT"
-echo "wrote $OUT"
+  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "command": "$(json_str "$COMMAND_LINE")",
+  "mode": "unpinned",
+  "host": {"cores": $(nproc), "cpu": "$(json_str "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)")", "kernel": "$(uname -r)", "loadavg_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "background_before": "$(json_str "$BACKGROUND")"},
+  "podns": {"binary": "$(json_str "$PODNS")", "built": "$(date -u -r "$PODNS" +%Y-%m-%dT%H:%M:%SZ)", "source": "$(json_str "$PODNS_SOURCE")"},
+  "versions": {"dnsdist": "$(dnsdist --version 2>/dev/null | head -1 | awk '{ print $2 }')", "unbound": "$(unbound -V 2>/dev/null | awk '/^Version/ { print $2 }')", "dnsmasq": "$(dnsmasq --version | head -1 | awk '{ print $3 }')", "dnsperf": "$(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }')"},
+  "settings": {"duration_s": $DURATION, "rounds": $ROUNDS, "clients": $CLIENTS, "outstanding": $OUTSTANDING, "sat_outstanding": $SAT_OUTSTANDING, "hit_names": $NAMES, "clk_tck": $CLK_TCK},
+  "rates": {"forward": $FWD_RATE, "hit": $HIT_RATE},
+  "servers": [$(printf '"%s",' $SERVERS | sed 's/,$//')],
+  "footprint": $FOOT,
+  "problems": [$(for p in "${PROBLEMS[@]}"; do printf '"%s",' "$(json_str "$p")"; done | sed 's/,$//')]
+}
+EOF
+echo
+log "results: medians of $ROUNDS rounds of ${DURATION}s; dnsperf -c $CLIENTS -q $OUTSTANDING -Q rate (saturation: no -Q, -q $SAT_OUTSTANDING); unpinned, $(nproc) cores"
+python3 "$HERE/peers_report.py" report "$RUNS" "$WORK/meta.json" "$OUT_DIR/peers-unpinned.json" "$OUT_DIR/peers-unpinned.md"
+if ((${#PROBLEMS[@]})); then
+  echo
+  log "problems seen"
+  printf '   %s\n' "${PROBLEMS[@]}"
+fi
+echo
+echo "command: $COMMAND_LINE"
+echo "wrote $OUT_DIR/peers-unpinned.json and $OUT_DIR/peers-unpinned.md (total ${SECONDS}s)"
