@@ -734,9 +734,10 @@ class Lab:
             raise LabError("GET /metrics: %s %s" % (status, out.strip()[-300:]))
         samples = parse_metrics(out)
         return {"requests": metric_sum(samples, "podns_requests_total"),
-                "requests_by": {"%s/%s" % (f, p): metric_sum(samples, "podns_requests_total",
-                                                             family=f, proto=p)
-                                for f in ("ipv4", "ipv6") for p in ("udp", "tcp")},
+                # `family` is "1" (IPv4) or "2" (IPv6), as CoreDNS labels it.
+                "requests_by": {"%s/%s" % (name, p): metric_sum(samples, "podns_requests_total",
+                                                                family=f, proto=p)
+                                for name, f in (("ipv4", "1"), ("ipv6", "2")) for p in ("udp", "tcp")},
                 "upstream_requests": metric_sum(samples, "podns_upstream_requests_total"),
                 "ports": sorted(socket_ports(proc.pid))}
 
