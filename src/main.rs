@@ -41,6 +41,9 @@ pub enum Command {
     /// Pre-flight for a pod: cluster DNS, search list, upstream quirks, port conflicts, IPv6,
     /// each with what podns does about it (exit 1 when something blocks).
     Check(podns::diag::CheckArgs),
+    /// Show the search collapse and the AAAA fix on this machine, without root or a cluster: a
+    /// stand-in cluster DNS on loopback, podns in front of it, and stub walks through both.
+    Demo(podns::diag::demo::DemoArgs),
 }
 
 /// Parses the process arguments; exits 2 with a message naming the flag on any error.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Some(Command::CaptureInit(args)) => podns::k8s::capture::run(args),
         Some(Command::Explain(args)) => podns::diag::run_explain(args),
         Some(Command::Check(args)) => podns::diag::run_check(args),
+        Some(Command::Demo(args)) => podns::diag::demo::run(args),
         None => {
             let args = cli.run;
             init_tracing(args.log_level.as_deref());

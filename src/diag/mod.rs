@@ -6,6 +6,7 @@
 //! walks, the probes) lives in [`walk`] and the `run_*` functions here.
 
 pub mod check;
+pub mod demo;
 pub mod explain;
 pub mod manifests;
 pub mod render;

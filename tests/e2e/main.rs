@@ -10,6 +10,7 @@ mod bad_input;
 mod cache;
 mod capture;
 mod collapse;
+mod demo;
 mod diag;
 mod docs;
 mod forwarding;
