@@ -16,7 +16,7 @@ use crate::metrics::{CacheMetrics, Metrics, Source};
 use crate::policy::aaaa::Reason;
 use crate::policy::root::{self, RootDenial};
 use crate::policy::{Admission, ParsedQuery, admit};
-use crate::upstream::Upstreams;
+use crate::upstream::{FastKeys, Upstreams};
 use crate::wire::{Header, OUR_UDP_SIZE, Soa, negative_reply, rcode, write_opt, write_query};
 
 /// A reply for a query: its ID and question case are not the client's yet.
@@ -124,6 +124,8 @@ pub struct Resolver {
     servfail_ttl: Duration,
     metrics: CacheMetrics,
     synthesized: Arc<Metrics>,
+    /// Keys the UDP fast path is asking upstream (issue 12's seam, `server::fast`).
+    fast: Arc<FastKeys>,
 }
 
 /// The cache key of a parsed query in `msg`.
@@ -155,11 +157,17 @@ impl Resolver {
                 }
             }));
         }
-        Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics, synthesized }
+        let fast = Arc::new(FastKeys::new(metrics.coalesced.clone()));
+        Resolver { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics, synthesized, fast }
     }
 
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_deref()
+    }
+
+    /// The keys the UDP fast path is asking upstream (issue 12's seam, `server::fast`).
+    pub fn fast_keys(&self) -> &Arc<FastKeys> {
+        &self.fast
     }
 
     /// A live cache entry for `key`, starting a background refresh when it is due.
@@ -204,6 +212,23 @@ impl Resolver {
         negative_reply(msg, &q.header, &q.question, rc, ROOT_DENIAL_TTL, Soa::Root, q.opt.as_ref(), &mut reply);
         self.synthesized.synthesized(q.question.qtype, Reason::RootZone);
         Ok(Resolved { reply, source: Source::Synthesized })
+    }
+
+    /// The UDP fast path's seam (issue 12, `server::fast`): true when the resolver's coalescing
+    /// map holds `key` for UDP, as an exchange in flight or a failure still remembered. Such a
+    /// query must take the slow path ([`Resolver::resolve_miss`]), which follows that exchange or
+    /// answers from that failure, instead of asking upstream a second time. Allocates only when
+    /// the map is not empty.
+    pub fn is_engaged(&self, key: &KeyRef<'_>) -> bool {
+        let map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return false;
+        }
+        match map.get(&(key.to_owned(), false)) {
+            Some(Slot::Busy(_)) => true,
+            Some(Slot::Failed { until, .. }) => Instant::now() < *until,
+            None => false,
+        }
     }
 
     /// Writes a live cache entry for the query `msg` into `out` (TTLs lowered by its age, ID and
@@ -251,6 +276,10 @@ impl Resolver {
             silent_after: self.upstreams.attempt_timeout() / 4,
             memo: self.servfail_ttl,
         };
+        // The UDP fast path may be asking upstream for this key now: its answer fills the cache.
+        if !refresh {
+            self.fast.wait_for(&key_of(msg, q), self.upstreams.attempt_timeout()).await;
+        }
         // The exchange that held this slot a moment ago may have just filled the cache, after
         // this query looked there: use its answer rather than ask again.
         let now = Instant::now();

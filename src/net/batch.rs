@@ -103,8 +103,10 @@ pub struct RecvBatch {
 }
 
 // SAFETY: the raw pointers in `hdrs` and `iovs` point into the batch's own heap buffers and are
-// rewritten before each use; nothing else holds them.
+// rewritten before each use (through `&mut self`); nothing else holds them, and a shared
+// reference only reads plain fields.
 unsafe impl Send for RecvBatch {}
+unsafe impl Sync for RecvBatch {}
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -164,6 +166,19 @@ impl RecvBatch {
         Ok(n)
     }
 
+    /// The error pending on `sock`, if the runtime saw one (an ICMP port unreachable on a
+    /// connected socket raises EPOLLERR alone, not readability). Reads it, clearing it; no
+    /// system call when no error was signalled. (`try_io` takes one interest at a time: with
+    /// READABLE | ERROR it never runs the call.)
+    pub fn take_error(sock: &UdpSocket) -> Option<io::Error> {
+        sock.try_io(Interest::ERROR, || match sock.take_error() {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Ok(e),
+        })
+        .ok()
+    }
+
     /// The `i`th datagram of the last batch.
     pub fn get(&mut self, i: usize) -> Packet<'_> {
         assert!(i < self.len);
@@ -189,6 +204,7 @@ pub struct SendBatch {
 
 // SAFETY: as for RecvBatch.
 unsafe impl Send for SendBatch {}
+unsafe impl Sync for SendBatch {}
 
 impl Default for SendBatch {
     fn default() -> Self {

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::Notify;
@@ -135,7 +136,12 @@ impl Handler {
     /// handling: several lookups in a row), the client has its answer within `--query-timeout`,
     /// SERVFAIL at worst, well inside the stubs' own 5 s.
     pub async fn forward(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
-        let budget = self.resolver.upstreams.query_timeout();
+        self.forward_within(msg, q, proto, self.resolver.upstreams.query_timeout()).await
+    }
+
+    /// [`Handler::forward`] with what is left of the client's budget: the UDP fast path
+    /// (`server::fast`) hands a query over after spending part of it.
+    pub async fn forward_within(&self, msg: &mut BytesMut, q: &ParsedQuery, proto: Proto, budget: Duration) -> Answer {
         match tokio::time::timeout(budget, self.forward_within_budget(msg, q, proto)).await {
             Ok(answer) => answer,
             Err(_) => self.servfail(msg, q),
@@ -160,6 +166,26 @@ impl Handler {
                 self.servfail(msg, q)
             }
         }
+    }
+
+    /// The UDP fast path's seam (issue 12, `server::fast`): true when [`Handler::forward`] would
+    /// do nothing for this query but ask the resolver for it unchanged: the search collapse
+    /// takes no action on the name and the AAAA plan is [`Plan::Forward`]. Counts the
+    /// collapse's "forwarded" decision as [`Handler::forward`] would. Whether the resolver is
+    /// already busy with the key is the caller's check ([`Resolver::is_engaged`]).
+    pub fn plain_forward(&self, msg: &[u8], q: &ParsedQuery) -> bool {
+        let name = q.question.name(msg);
+        if let Some(c) = &self.collapse {
+            match crate::policy::search::classify(name, &c.cfg) {
+                crate::policy::search::SearchClass::NotSearch => {}
+                crate::policy::search::SearchClass::Other { .. } => {
+                    self.metrics.search(super::collapse::Action::Forwarded as usize, 0)
+                }
+                _ => return false,
+            }
+        }
+        // Types the AAAA handling does not cover skip the IPv6 state (a lock in --aaaa auto).
+        !self.aaaa.types.contains(&q.question.qtype) || self.aaaa_plan(name, q.question.qtype) == Plan::Forward
     }
 
     /// The client's answer from a resolved reply.
@@ -216,6 +242,11 @@ impl Handler {
         let mut out = BytesMut::with_capacity(q.question.end + 11);
         error_reply(msg, &q.header, Some(&q.question), rcode::SERVFAIL, q.opt.as_ref(), &mut out);
         Answer { bytes: out, rcode: rcode::SERVFAIL, source: Source::Error }
+    }
+
+    /// `--max-inflight`: the fast path's table is bounded by it.
+    pub fn max_inflight(&self) -> u32 {
+        self.max_inflight
     }
 
     /// Queries in flight now.

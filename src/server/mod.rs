@@ -2,6 +2,7 @@
 
 mod aaaa;
 mod collapse;
+mod fast;
 mod handler;
 pub mod http;
 #[cfg(test)]
