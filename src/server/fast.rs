@@ -614,7 +614,7 @@ impl<F: Future<Output = ()>> Core<F> {
             next = self.table.next(idx);
             let e = &self.table.entries[idx as usize];
             if e.deferred {
-                self.to_slow(idx, None);
+                self.release_to_slow_path(idx, None);
                 continue;
             }
             let q = e.q.expect("held");
@@ -676,12 +676,12 @@ impl<F: Future<Output = ()>> Core<F> {
         let mut next = Some(leader);
         while let Some(idx) = next {
             next = self.table.next(idx);
-            self.to_slow(idx, Some(handoff.clone()));
+            self.release_to_slow_path(idx, Some(handoff.clone()));
         }
     }
 
     /// Releases `idx` into the slow path.
-    fn to_slow(&mut self, idx: u32, handoff: Option<Handoff>) {
+    fn release_to_slow_path(&mut self, idx: u32, handoff: Option<Handoff>) {
         let e = &self.table.entries[idx as usize];
         let (msg, q, peer, started) = (BytesMut::from(&e.query[..]), e.q.expect("held"), e.peer, e.started);
         if let Some(guard) = self.table.release(idx) {

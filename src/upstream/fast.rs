@@ -48,10 +48,8 @@ struct Link<F> {
 
 /// Waits until `sock` is readable or holds an error. Polling tokio's read readiness alone
 /// would miss an ICMP port unreachable (EPOLLERR only), which the slow path notices at once.
-pub fn wait_ready(sock: Arc<UdpSocket>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = sock.ready(Interest::READABLE | Interest::ERROR).await;
-    }
+pub async fn wait_ready(sock: Arc<UdpSocket>) {
+    let _ = sock.ready(Interest::READABLE | Interest::ERROR).await;
 }
 
 /// One listener's fast-path sockets to every upstream. `F` is [`wait_ready`]'s future.
