@@ -161,10 +161,11 @@ impl<G> Table<G> {
             .then_some(l)
     }
 
-    /// Adds a client (not yet leader nor follower). `None` when the table is full.
-    pub fn add(&mut self, msg: &[u8], q: ParsedQuery, peer: SocketAddr, started: Instant, guard: G) -> Option<u32> {
+    /// Adds a client (not yet leader nor follower). When the table is full, the guard comes
+    /// back.
+    pub fn add(&mut self, msg: &[u8], q: ParsedQuery, peer: SocketAddr, started: Instant, guard: G) -> Result<u32, G> {
         if self.clients >= self.cap {
-            return None;
+            return Err(guard);
         }
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -202,7 +203,7 @@ impl<G> Table<G> {
         e.leader = false;
         e.key = None;
         self.clients += 1;
-        Some(idx)
+        Ok(idx)
     }
 
     /// Makes `idx` a leader sending on `link` until `deadline`: picks an ID no other query in
@@ -425,10 +426,16 @@ impl<F: Future<Output = ()>> FastPath<F> {
         let plain = c.handler.plain_forward(msg, &q);
         let hash = c.table.key_hash(msg, &q);
         if let Some(leader) = c.table.leader_for(hash, msg, &q) {
-            // The table has room: every client in it holds an in-flight slot.
-            if let Some(idx) = c.table.add(msg, q, peer, started, guard) {
-                c.table.follow(leader, idx, !plain);
-                c.handler.resolver.fast_keys().coalesced.increment(1);
+            // Every client in the table holds an in-flight slot, so it has room for this one;
+            // were it full, the slow path would take the query.
+            match c.table.add(msg, q, peer, started, guard) {
+                Ok(idx) => {
+                    c.table.follow(leader, idx, !plain);
+                    c.handler.resolver.fast_keys().coalesced.increment(1);
+                }
+                Err(guard) => {
+                    slow(&c.handler, &c.listener, BytesMut::from(msg), q, guard, peer, started, c.budget, None)
+                }
             }
             return;
         }
@@ -448,7 +455,12 @@ impl<F: Future<Output = ()>> FastPath<F> {
                 }
             },
         };
-        let Some(idx) = c.table.add(msg, q, peer, started, guard) else { return };
+        let idx = match c.table.add(msg, q, peer, started, guard) {
+            Ok(idx) => idx,
+            Err(guard) => {
+                return slow(&c.handler, &c.listener, BytesMut::from(msg), q, guard, peer, started, c.budget, None);
+            }
+        };
         c.table.lead(idx, link, hash, now, now + c.attempt);
         c.links.sent(link);
         c.queued.push(idx);
@@ -771,14 +783,14 @@ mod tests {
         let mut leaders = Vec::new();
         // 60,000 queries on one socket: all IDs distinct (the random draw must retry).
         for n in 0..60_000u64 {
-            let i = t.add(&m, q, peer(), now, ()).unwrap();
+            let i = t.add(&m, q, peer(), now, ()).ok().unwrap();
             let id = t.lead(i, 7, n, now, now);
             assert!(ids.insert(id), "ID {id} given twice on one socket");
             assert_eq!(u16::from_be_bytes([t.entries[i as usize].query[0], t.entries[i as usize].query[1]]), id);
             leaders.push(i);
         }
         // Another socket may reuse them.
-        let i = t.add(&m, q, peer(), now, ()).unwrap();
+        let i = t.add(&m, q, peer(), now, ()).ok().unwrap();
         let other = t.lead(i, 8, 1 << 40, now, now);
         assert_eq!(t.lookup(8, other), Some(i));
         // Finishing frees the ID for reuse and the lookup forgets it.
@@ -801,14 +813,14 @@ mod tests {
         assert_eq!(h1, t.key_hash(&m2, &q2), "the key ignores case");
         assert_ne!(h1, t.key_hash(&m3, &q3), "the type is part of the key");
         assert_eq!(t.leader_for(h1, &m1, &q1), None);
-        let l = t.add(&m1, q1, peer(), now, 1).unwrap();
+        let l = t.add(&m1, q1, peer(), now, 1).ok().unwrap();
         t.lead(l, 0, h1, now, now);
         assert_eq!(t.leader_for(h1, &m2, &q2), Some(l));
         // A different key under the same hash (a collision) does not join.
         assert_eq!(t.leader_for(h1, &m3, &q3), None);
-        let f1 = t.add(&m2, q2, peer(), now, 2).unwrap();
+        let f1 = t.add(&m2, q2, peer(), now, 2).ok().unwrap();
         t.follow(l, f1, false);
-        let f2 = t.add(&m1, q1, peer(), now, 3).unwrap();
+        let f2 = t.add(&m1, q1, peer(), now, 3).ok().unwrap();
         t.follow(l, f2, true);
         let mut chain = vec![l];
         while let Some(n) = t.next(*chain.last().unwrap()) {
@@ -825,14 +837,39 @@ mod tests {
     }
 
     #[test]
+    fn replies_match_by_socket_id_and_question_only() {
+        let mut t: Table<()> = Table::new(8, keys());
+        let now = Instant::now();
+        let (m, q) = query(1, b"\x03WwW\x07example\x00", 1);
+        let l = t.add(&m, q, peer(), now, ()).ok().unwrap();
+        let id = t.lead(l, 3, t.key_hash(&m, &q), now, now);
+        // What `on_reply` checks, in order: the (socket, ID) and then the question.
+        assert_eq!(t.lookup(3, id), Some(l));
+        assert_eq!(t.lookup(4, id), None, "the same ID on another socket is not this query");
+        assert_eq!(t.lookup(3, id.wrapping_add(1)), None, "another ID on this socket is not this query");
+        let e = &t.entries[l as usize];
+        let mine = &e.query[HEADER_LEN..q.question.end];
+        let name_len = q.question.name_end - HEADER_LEN;
+        let (r, rq) = query(id, b"\x03www\x07EXAMPLE\x00", 1);
+        assert!(same_question(mine, name_len, &r[HEADER_LEN..rq.question.end], name_len), "case does not matter");
+        let (r, rq) = query(id, b"\x03www\x07example\x00", 28);
+        assert!(!same_question(mine, name_len, &r[HEADER_LEN..rq.question.end], name_len), "the type does");
+        let (r, rq) = query(id, b"\x03wwx\x07example\x00", 1);
+        assert!(!same_question(mine, name_len, &r[HEADER_LEN..rq.question.end], name_len), "the name does");
+        let (r, rq) = query(id, b"\x02ww\x07example\x00", 1);
+        let theirs = &r[HEADER_LEN..rq.question.end];
+        assert!(!same_question(mine, name_len, theirs, rq.question.name_end - HEADER_LEN), "a shorter name");
+    }
+
+    #[test]
     fn bounded_by_its_capacity() {
         let mut t: Table<()> = Table::new(3, keys());
         let now = Instant::now();
         let (m, q) = query(1, b"\x01a\x00", 1);
-        let a: Vec<u32> = (0..3).map(|_| t.add(&m, q, peer(), now, ()).unwrap()).collect();
-        assert!(t.add(&m, q, peer(), now, ()).is_none(), "a fourth client fits nowhere");
+        let a: Vec<u32> = (0..3).map(|_| t.add(&m, q, peer(), now, ()).ok().unwrap()).collect();
+        assert!(t.add(&m, q, peer(), now, ()).is_err(), "a fourth client fits nowhere");
         t.release(a[1]);
-        let again = t.add(&m, q, peer(), now, ()).unwrap();
+        let again = t.add(&m, q, peer(), now, ()).ok().unwrap();
         assert_eq!(again, a[1], "a freed entry is reused");
         assert_eq!(t.entries.len(), 3, "no entry beyond the capacity was ever created");
     }
@@ -844,7 +881,7 @@ mod tests {
         let (m, q) = query(1, b"\x01a\x00", 1);
         let mut l = Vec::new();
         for k in 0..4u64 {
-            let i = t.add(&m, q, peer(), t0, ()).unwrap();
+            let i = t.add(&m, q, peer(), t0, ()).ok().unwrap();
             t.lead(i, 0, k, t0, t0 + Duration::from_millis(100 * (k + 1)));
             l.push(i);
         }
