@@ -42,6 +42,9 @@ pub async fn serve(sock: Arc<UdpSocket>, handler: Arc<Handler>, mut stop: watch:
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed = false;
     loop {
+        // The loop may find work at every turn under load: it yields to the other tasks (the
+        // slow path, TCP, HTTP) as the runtime's I/O futures do, every so many turns.
+        tokio::task::consume_budget().await;
         // Wait for a query, a reply, the earliest deadline or the stop signal.
         std::future::poll_fn(|cx| {
             let mut ready = false;
