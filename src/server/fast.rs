@@ -14,18 +14,22 @@
 //! leader in flight joins it as a follower: no second upstream query. A query of the same key
 //! that is *not* plain (its policies changed between the two, e.g. `--aaaa auto` found an IPv6
 //! address meanwhile) joins too, as a *deferred* follower: when the leader ends it starts the
-//! slow path, whose lookup then finds the leader's answer in the cache. In the other direction
-//! the check is [`Resolver::is_engaged`]: a key the slow path is exchanging goes to the slow
-//! path, which follows that exchange. Not covered: podns's own lookups (collapse candidates,
-//! the AAAA handling's A queries, prefetches) do not see this table, so one of them for a key
-//! a fast leader is asking at that very moment goes upstream too.
+//! slow path, whose lookup then finds the leader's answer in the cache. The other way round:
+//! a key the slow path is exchanging, or remembers a failure for, goes to the slow path
+//! ([`Resolver::is_engaged`]), which follows that exchange; and a slow-path exchange that
+//! starts while a fast leader asks for its key (podns's own lookups: collapse candidates, the
+//! AAAA handling's A queries) waits for that leader to end and takes its answer from the cache
+//! ([`FastKeys`], in `Resolver::coalesced`) instead of asking too. With `--cache-size 0` there
+//! is no cache to take it from: such a lookup asks after the leader has ended.
 //!
 //! **Leaving the fast path.** Whatever the fast path does not handle itself goes to the slow
 //! path ([`Handler::forward_within`], with what is left of the client's budget) exactly as a
-//! query that never entered it, with the attempt loop told what was already tried
-//! ([`Handoff`]): a timeout (the next upstream is asked first), SERVFAIL or REFUSED (that
-//! upstream is not asked again), a truncated reply (the TCP retry), FORMERR (the retry without
-//! EDNS), a reply that does not hold together, a reply longer than a batch slot, a send error.
+//! query that never entered it, and the attempt loop continues the fast path's attempt
+//! ([`Handoff`]) rather than repeating it: after a timeout, a port unreachable, a send error or
+//! a reply that does not hold together, that upstream's attempt is used up; a truncated,
+//! SERVFAIL, REFUSED or FORMERR reply is taken as that upstream's reply (TCP retry, failover
+//! without asking it again, retry without EDNS). Only a reply longer than a batch slot (4 KiB)
+//! is asked again.
 //!
 //! **Timeouts.** Every leader waits the same attempt timeout, so deadlines are in insertion
 //! order: a list threaded through the table (oldest first), checked by the loop, with one
@@ -48,6 +52,8 @@ use crate::error::UpstreamError;
 use crate::metrics::{Drop, Proto, Source};
 use crate::net::batch::{Push, RecvBatch, SendBatch};
 use crate::policy::ParsedQuery;
+#[cfg(doc)]
+use crate::resolver::Resolver;
 use crate::resolver::key_of;
 use crate::upstream::{FastKeys, HANDOFF, Handoff, LinkId, Links, same_question};
 use crate::wire::{HEADER_LEN, Header, parse_question, rcode, sanitize_reply, set_id};

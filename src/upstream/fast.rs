@@ -221,12 +221,6 @@ impl Upstreams {
         up.health.failure(Instant::now(), &up.metrics.healthy);
     }
 
-    /// Upstream `i` answered, but with a failure (`e`: SERVFAIL, REFUSED): counted, as the
-    /// slow path counts it; its health already counted the valid reply.
-    pub fn fast_error(&self, i: usize, e: UpstreamError) {
-        self.list[i].metrics.error(e.reason());
-    }
-
     /// Upstream `i`'s address.
     pub fn fast_addr(&self, i: usize) -> SocketAddr {
         self.list[i].addr
