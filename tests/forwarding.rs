@@ -719,3 +719,27 @@ async fn fast_path_truncated_reply_goes_over_tcp_once_for_all_its_clients() {
     let transports: Vec<Transport> = up.received_for(NAME).iter().map(|r| r.transport).collect();
     assert_eq!(transports, vec![Transport::Udp, Transport::Tcp], "one UDP query, then one TCP retry for every client");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_answers_its_queries_in_flight_before_exiting_on_sigterm() {
+    const NAME: &str = "slow-answer.fast.example.com";
+    let up = Upstream::start();
+    up.on(NAME, RecordType::A, Action::delayed(Duration::from_millis(1200), Action::Answer(vec![Rec::A(ANSWER)])));
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--drain-grace", "200ms")
+        .arg("--attempt-timeout", "3s")
+        .arg("--query-timeout", "4s")
+        .start()
+        .await;
+    let addr = podns.addr();
+    let client = tokio::spawn(async move { udp_query(addr, &query(NAME, RecordType::A)).await });
+    up.wait_received(NAME, 1, Duration::from_secs(2)).await;
+    podns.signal(libc::SIGTERM);
+    // The listener stops reading 200 ms later; the reply comes a second after that.
+    let reply = client.await.expect("client task");
+    assert_eq!(a_records(&reply), vec![ANSWER], "the query in flight was answered during the drain");
+    let exit = podns.wait_exit(Duration::from_secs(6)).await;
+    assert_eq!(exit.code(), Some(0), "{exit}");
+    assert_eq!(up.received_for(NAME).len(), 1, "answered by its own upstream query, not handed over and asked again");
+}
