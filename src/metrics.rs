@@ -247,12 +247,12 @@ impl UpstreamMetrics {
         }
     }
 
-    /// Counts a query sent to this upstream.
+    /// Counts `n` queries sent to this upstream.
     #[inline]
-    pub fn request(&self, proto: Proto) {
+    pub fn requests(&self, proto: Proto, n: u64) {
         self.requests
             .get(proto.index(), || counter!(UPSTREAM_REQUESTS_TOTAL, "to" => self.to.clone(), "proto" => proto.label()))
-            .increment(1);
+            .increment(n);
     }
 
     /// Counts a failed or rejected exchange.

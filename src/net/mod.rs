@@ -1,8 +1,10 @@
 //! Stream plumbing shared by the DNS listener, the upstream TCP connections and the HTTP
 //! listener: RFC 1035 §4.2.2 framing with a deadline on every read, and accept loops that back
-//! off when the process runs out of file descriptors.
+//! off when the process runs out of file descriptors; and batched UDP I/O (`recvmmsg`/`sendmmsg`)
+//! for the UDP fast path.
 
 pub mod accept;
+pub mod batch;
 pub mod frame;
 
 pub use accept::Acceptor;

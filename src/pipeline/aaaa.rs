@@ -167,6 +167,12 @@ impl<N: Service> Aaaa<N> {
 }
 
 impl<N: Service> Service for Aaaa<N> {
+    /// Types it does not cover skip the IPv6 state (a lock in `--aaaa auto`).
+    fn passes(&self, name: &[u8], qtype: u16) -> bool {
+        (!self.policy.types.contains(&qtype) || self.plan(name, qtype) == Plan::Forward)
+            && self.next.passes(name, qtype)
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
         match self.plan(req.name(), req.q.question.qtype) {
             Plan::Forward => self.next.call(req).await,

@@ -79,6 +79,12 @@ fn stores(role: Role, source: Source) -> bool {
     }
 }
 
+/// Stores an upstream's `reply` to the query `q` in `msg` under its key: what the lookup role
+/// does with the replies it relays, for the UDP fast path's answers.
+pub fn store_upstream(store: &Cache, msg: &[u8], q: &ParsedQuery, reply: &[u8]) {
+    store.insert(&KeyRef::of(msg, q), reply, Instant::now());
+}
+
 /// Stores `r` under the key of `req` when `role` keeps such replies.
 fn store_reply(role: Role, store: &Cache, req: &Request, r: &Resolved) {
     if stores(role, r.source) {
@@ -98,6 +104,10 @@ async fn refresh<N: Service>(role: Role, store: Arc<Cache>, next: Arc<N>, key: K
 }
 
 impl<N: Service> Service for CacheLayer<N> {
+    fn passes(&self, name: &[u8], qtype: u16) -> bool {
+        self.next.passes(name, qtype)
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
         let now = Instant::now();
         if let Some(entry) = self.own_hit(req, now) {

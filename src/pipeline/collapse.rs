@@ -86,6 +86,23 @@ impl<N: Service> Collapse<N> {
 }
 
 impl<N: Service> Service for Collapse<N> {
+    /// Names outside the search walk, and search candidates that might exist, pass (the latter
+    /// counted as forwarded, as [`Service::call`] counts them).
+    fn passes(&self, name: &[u8], qtype: u16) -> bool {
+        let (Some(_), Some(probes)) = (self.on, &self.probes) else { return self.next.passes(name, qtype) };
+        match classify(name, &probes.cfg) {
+            SearchClass::NotSearch => self.next.passes(name, qtype),
+            SearchClass::Other { .. } => {
+                let passes = self.next.passes(name, qtype);
+                if passes {
+                    self.metrics.search(SearchAction::Forwarded, 0);
+                }
+                passes
+            }
+            SearchClass::Impossible { .. } | SearchClass::FqdnLike { .. } => false,
+        }
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
         let (Some((mode, synth_ttl)), Some(probes)) = (self.on, &self.probes) else {
             return self.next.call(req).await;

@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Action, Reply, Request, Resolved, Service};
-use crate::cache::{Key, KeyRef};
+use crate::cache::{Cache, Key, KeyRef};
 use crate::error::ResolveError;
 use crate::metrics::{CacheMetrics, Source};
-use crate::upstream::Upstreams;
+use crate::upstream::{FastKeys, Upstreams};
 use crate::wire::Header;
 
 type Shared = Result<Bytes, ResolveError>;
@@ -111,11 +111,43 @@ pub struct Lookup {
     inflight: InflightMap,
     servfail_ttl: Duration,
     metrics: CacheMetrics,
+    cache: Option<Arc<Cache>>,
+    /// Keys the UDP fast path is asking upstream now (`server::fast`): an exchange for one of
+    /// them waits for it and takes its answer from the cache instead of asking too.
+    fast: Arc<FastKeys>,
 }
 
 impl Lookup {
-    pub fn new(upstreams: Arc<Upstreams>, servfail_ttl: Duration, metrics: CacheMetrics) -> Lookup {
-        Lookup { upstreams, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics }
+    /// `cache` is read only, for the answer of a fast-path exchange this one waited for.
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        cache: Option<Arc<Cache>>,
+        servfail_ttl: Duration,
+        metrics: CacheMetrics,
+    ) -> Lookup {
+        let fast = Arc::new(FastKeys::new(metrics.coalesced.clone()));
+        Lookup { upstreams, cache, inflight: Mutex::new(HashMap::new()), servfail_ttl, metrics, fast }
+    }
+
+    /// The keys the UDP fast path is asking upstream.
+    pub fn fast_keys(&self) -> &Arc<FastKeys> {
+        &self.fast
+    }
+
+    /// True when an exchange for `key` over UDP is in flight here, or its failure is still
+    /// remembered: such a query must come here (which follows that exchange or answers from
+    /// that failure) rather than ask upstream a second time. Allocates only when the map is
+    /// not empty.
+    pub fn is_engaged(&self, key: &KeyRef<'_>) -> bool {
+        let map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return false;
+        }
+        match map.get(&(key.to_owned(), false)) {
+            Some(Slot::Busy(_)) => true,
+            Some(Slot::Failed { until, .. }) => Instant::now() < *until,
+            None => false,
+        }
     }
 
     /// Asks upstream, sharing one exchange among identical questions in flight. A failure is
@@ -123,13 +155,15 @@ impl Lookup {
     /// going upstream. The cache layer above checked for a live entry in the same step as this
     /// joins or starts an exchange (nothing runs in between on podns's one thread), so an
     /// exchange that just finished has its answer in the cache, not lost between the two.
-    async fn coalesced(&self, req: &mut Request) -> Shared {
+    async fn coalesced(&self, req: &mut Request) -> (Shared, Source) {
         let owned = (KeyRef::of(&req.msg, &req.q).to_owned(), req.tcp);
         let leader = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&owned) {
                 Some(Slot::Busy(rx)) => Err(rx.clone()),
-                Some(Slot::Failed { until, result }) if Instant::now() < *until => return result.clone(),
+                Some(Slot::Failed { until, result }) if Instant::now() < *until => {
+                    return (result.clone(), Source::Upstream);
+                }
                 _ => {
                     let (tx, rx) = watch::channel(None);
                     map.insert(owned.clone(), Slot::Busy(rx));
@@ -141,11 +175,12 @@ impl Lookup {
             Ok(tx) => tx,
             Err(mut rx) => {
                 self.metrics.coalesced.increment(1);
-                return match rx.wait_for(|v| v.is_some()).await {
+                let result = match rx.wait_for(|v| v.is_some()).await {
                     Ok(v) => v.clone().expect("checked"),
                     // The leader went away without an answer.
                     Err(_) => Err(ResolveError::Abandoned),
                 };
+                return (result, Source::Upstream);
             }
         };
         let slot = SlotGuard {
@@ -155,16 +190,35 @@ impl Lookup {
             silent_after: self.upstreams.attempt_timeout() / 4,
             memo: self.servfail_ttl,
         };
-        let result = self.upstreams.resolve(&mut req.msg, &req.q, req.tcp).await.map(|ex| ex.reply.freeze());
+        // The UDP fast path may be asking upstream for this key now: wait for it and take its
+        // answer from the cache rather than ask too (read only: the fast path stored it through
+        // the cache layer's own function).
+        if !req.refresh
+            && self.fast.wait_for(&KeyRef::of(&req.msg, &req.q), self.upstreams.attempt_timeout()).await
+            && let Some(entry) =
+                self.cache.as_ref().and_then(|c| c.peek_fresh(&KeyRef::of(&req.msg, &req.q), Instant::now()))
+        {
+            let result: Shared = Ok(entry.reply_at(Instant::now(), false).freeze());
+            slot.finish(&result);
+            let _ = tx.send(Some(result.clone()));
+            return (result, Source::Cache);
+        }
+        let handoff = req.handoff.take();
+        let result = self.upstreams.resolve(&mut req.msg, &req.q, req.tcp, handoff).await.map(|ex| ex.reply.freeze());
         slot.finish(&result);
         let _ = tx.send(Some(result.clone()));
-        result
+        (result, Source::Upstream)
     }
 }
 
 impl Service for Lookup {
+    fn passes(&self, _name: &[u8], _qtype: u16) -> bool {
+        true
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
-        let bytes = self.coalesced(req).await?;
-        Ok(Resolved { reply: BytesMut::from(&bytes[..]), source: Source::Upstream, action: Action::Forwarded })
+        let (result, source) = self.coalesced(req).await;
+        let action = if source == Source::Cache { Action::Cached } else { Action::Forwarded };
+        Ok(Resolved { reply: BytesMut::from(&result?[..]), source, action })
     }
 }

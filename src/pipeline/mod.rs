@@ -73,7 +73,7 @@ use crate::error::ResolveError;
 use crate::metrics::{CacheMetrics, Metrics, Proto, Source};
 use crate::policy::aaaa::{AaaaPolicy, Reason};
 use crate::policy::search::SearchConfig;
-use crate::upstream::Upstreams;
+use crate::upstream::{FastKeys, Handoff, Upstreams};
 use crate::wire::{Name, ParsedQuery, internal_query};
 
 /// A query on its way down the chain: the message (its ID is overwritten on the way up
@@ -87,19 +87,21 @@ pub struct Request {
     pub internal: bool,
     /// A prefetch: the entry in the cache is still live and must be replaced, not served.
     pub refresh: bool,
+    /// What the UDP fast path already did upstream for this query, when it handed it over.
+    pub handoff: Option<Handoff>,
 }
 
 impl Request {
     /// A client's query, as admission parsed it.
     pub fn client(msg: BytesMut, q: ParsedQuery, proto: Proto) -> Request {
-        Request { msg, q, tcp: proto == Proto::Tcp, internal: false, refresh: false }
+        Request { msg, q, tcp: proto == Proto::Tcp, internal: false, refresh: false, handoff: None }
     }
 
     /// A question podns asks for itself: `name` (uncompressed wire, any case), `qtype`, and the
     /// DO/CD `flags` of the client query it serves.
     pub fn internal(name: &[u8], qtype: u16, flags: u8) -> Request {
         let (msg, q) = internal_query(rand::random(), name, qtype, flags);
-        Request { msg, q, tcp: false, internal: true, refresh: false }
+        Request { msg, q, tcp: false, internal: true, refresh: false, handoff: None }
     }
 
     /// The question name, in the sender's case.
@@ -140,6 +142,13 @@ pub type Reply = Result<Resolved, ResolveError>;
 /// lookup writes the upstream-side ID into it), nothing else.
 pub trait Service: Send + Sync + 'static {
     fn call<'a>(&'a self, req: &'a mut Request) -> impl Future<Output = Reply> + Send + 'a;
+
+    /// True when this layer, and every layer below it, would pass a client query for `name`
+    /// (wire form) and `qtype` to the upstream unchanged and relay a plain answer as it is: such
+    /// a query may take the UDP fast path (`server::fast`), which forwards it without a task.
+    /// A layer that acts on the question says false; one that acts only on failures (which the
+    /// fast path hands back to this chain) asks the next.
+    fn passes(&self, name: &[u8], qtype: u16) -> bool;
 }
 
 /// Asks `next` for `name`/`qtype` in a task of its own, waiting for it at most `wait`.
@@ -205,11 +214,13 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
     cache: Option<Arc<Cache>>,
+    lookup: Arc<Lookup>,
     query_log: Option<QueryLog>,
     /// The search configuration and probe memo, and whether the collapse is aggressive, for
     /// `/debug/explain`.
     probes: Option<Arc<Probes>>,
     aggressive: bool,
+    max_inflight: u32,
 }
 
 /// Builds the query path. The order of the layers is this function's body, read bottom-up.
@@ -244,8 +255,8 @@ pub fn build(parts: Parts) -> Arc<Pipeline> {
         .as_ref()
         .filter(|c| c.mode != CollapseMode::Off)
         .map(|c| Arc::new(Probes::new(c.search.clone(), c.namespaces.clone(), c.probe_ttl, wait)));
-    let lookup = Arc::new(Lookup::new(upstreams.clone(), servfail_ttl, cache_metrics.clone()));
-    let lookups = Arc::new(CacheLayer::new(Role::Lookups, cache.clone(), cache_metrics.clone(), lookup));
+    let lookup = Arc::new(Lookup::new(upstreams.clone(), cache.clone(), servfail_ttl, cache_metrics.clone()));
+    let lookups = Arc::new(CacheLayer::new(Role::Lookups, cache.clone(), cache_metrics.clone(), lookup.clone()));
     let root = Arc::new(Root::new(metrics.clone(), lookups));
     let aaaa = Arc::new(Aaaa::new(aaaa, probes.clone(), cache.clone(), metrics.clone(), root));
     let collapse = Arc::new(Collapse::new(collapse, probes.clone(), wait, metrics.clone(), aaaa));
@@ -259,9 +270,11 @@ pub fn build(parts: Parts) -> Arc<Pipeline> {
         metrics,
         upstreams,
         cache,
+        lookup,
         query_log,
         probes,
         aggressive,
+        max_inflight,
     })
 }
 
@@ -292,8 +305,22 @@ impl Pipeline {
     /// Serves an admitted query: the chain within `--query-timeout`, then the answer made the
     /// client's. SERVFAIL at worst, well inside the stubs' own 5 s.
     pub async fn serve(&self, msg: BytesMut, q: &ParsedQuery, proto: Proto) -> Answer {
+        self.serve_within(msg, q, proto, self.budget, None).await
+    }
+
+    /// [`Pipeline::serve`] with what is left of the client's budget and what the UDP fast path
+    /// already did upstream, for a query it hands over.
+    pub async fn serve_within(
+        &self,
+        msg: BytesMut,
+        q: &ParsedQuery,
+        proto: Proto,
+        budget: Duration,
+        handoff: Option<Handoff>,
+    ) -> Answer {
         let mut req = Request::client(msg, *q, proto);
-        let result = tokio::time::timeout(self.budget, self.chain.call(&mut req)).await;
+        req.handoff = handoff;
+        let result = tokio::time::timeout(budget, self.chain.call(&mut req)).await;
         let mut answer = match result {
             Ok(Ok(r)) => {
                 let mut bytes = r.reply;
@@ -314,6 +341,37 @@ impl Pipeline {
         };
         answer.query = req.msg;
         answer
+    }
+
+    /// True when the chain would pass the client query `q` in `msg` to the upstream unchanged
+    /// and relay a plain answer as it is ([`Service::passes`]): the UDP fast path may forward it
+    /// itself, unless [`Pipeline::is_engaged`].
+    pub fn passes(&self, msg: &[u8], q: &ParsedQuery) -> bool {
+        self.chain.passes(q.name(msg), q.qtype())
+    }
+
+    /// True when the lookup holds an exchange or a remembered failure for the key of `q` in
+    /// `msg` ([`Lookup::is_engaged`]): the query must go through the chain, which follows it.
+    pub fn is_engaged(&self, msg: &[u8], q: &ParsedQuery) -> bool {
+        self.lookup.is_engaged(&crate::cache::KeyRef::of(msg, q))
+    }
+
+    /// The keys the UDP fast path is asking upstream ([`Lookup::fast_keys`]).
+    pub fn fast_keys(&self) -> &Arc<FastKeys> {
+        self.lookup.fast_keys()
+    }
+
+    /// Stores an upstream's reply to the client query `q` in `msg`, as the lookup cache layer
+    /// does with the replies it relays (the UDP fast path's answers).
+    pub fn store_upstream_reply(&self, msg: &[u8], q: &ParsedQuery, reply: &[u8]) {
+        if let Some(store) = &self.cache {
+            cache::store_upstream(store, msg, q, reply);
+        }
+    }
+
+    /// `--max-inflight`.
+    pub fn max_inflight(&self) -> u32 {
+        self.max_inflight
     }
 
     /// Records an answer sent to a client: its metrics, and its query-log line when logged.

@@ -30,6 +30,11 @@ impl<N: Service> Root<N> {
 }
 
 impl<N: Service> Service for Root<N> {
+    /// Acts on failures only, which the fast path hands back to the chain.
+    fn passes(&self, name: &[u8], qtype: u16) -> bool {
+        self.next.passes(name, qtype)
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
         let e = match self.next.call(req).await {
             Ok(r) => return Ok(r),

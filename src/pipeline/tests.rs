@@ -51,6 +51,10 @@ impl<F: Fn(&Request) -> Reply + Send + Sync + 'static> Next<F> {
 }
 
 impl<F: Fn(&Request) -> Reply + Send + Sync + 'static> Service for Next<F> {
+    fn passes(&self, _name: &[u8], _qtype: u16) -> bool {
+        true
+    }
+
     async fn call(&self, req: &mut Request) -> Reply {
         self.asked.lock().unwrap().push((crate::wire::to_dotted(req.name()), req.q.qtype(), req.refresh));
         (self.f)(req)
@@ -290,7 +294,7 @@ fn lookup_with(script: Arc<dyn Script>, memo: Duration) -> Lookup {
         tcp_idle: Duration::from_secs(10),
         unwanted_threshold: 0,
     };
-    Lookup::new(Arc::new(Upstreams::scripted(&cfg, vec![script])), memo, CacheMetrics::new())
+    Lookup::new(Arc::new(Upstreams::scripted(&cfg, vec![script])), None, memo, CacheMetrics::new())
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,5 +1,6 @@
 //! Listeners and the process lifecycle: bind, serve, become ready, drain on SIGTERM.
 
+mod fast;
 pub mod http;
 #[cfg(test)]
 mod never_worse;

@@ -3,6 +3,7 @@
 //! turn, and one good reply makes it healthy. No timer: state changes only when queries run.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::Gauge;
@@ -23,6 +24,9 @@ struct State {
 #[derive(Debug)]
 pub struct Health {
     state: Mutex<State>,
+    /// No failure since the last good reply: the per-reply and per-batch checks of a healthy
+    /// upstream (the UDP fast path's) read this instead of taking the lock.
+    clean: AtomicBool,
 }
 
 impl Default for Health {
@@ -33,7 +37,7 @@ impl Default for Health {
 
 impl Health {
     pub fn new() -> Health {
-        Health { state: Mutex::new(State { failures: 0, down_until: None }) }
+        Health { state: Mutex::new(State { failures: 0, down_until: None }), clean: AtomicBool::new(true) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -42,6 +46,9 @@ impl Health {
 
     /// True unless the upstream is within a back-off period at `now`.
     pub fn is_up(&self, now: Instant) -> bool {
+        if self.clean.load(Ordering::Acquire) {
+            return true;
+        }
         self.lock().down_until.is_none_or(|t| now >= t)
     }
 
@@ -52,7 +59,11 @@ impl Health {
 
     /// Records a valid reply.
     pub fn success(&self, gauge: &Gauge) {
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
         let mut s = self.lock();
+        self.clean.store(true, Ordering::Release);
         if s.failures != 0 || s.down_until.is_some() {
             s.failures = 0;
             s.down_until = None;
@@ -63,6 +74,7 @@ impl Health {
     /// Records a timeout, refusal or broken connection at `now`.
     pub fn failure(&self, now: Instant, gauge: &Gauge) {
         let mut s = self.lock();
+        self.clean.store(false, Ordering::Release);
         s.failures = s.failures.saturating_add(1);
         if s.failures >= FAILURES_TO_DOWN {
             let doublings = (s.failures - FAILURES_TO_DOWN).min(16);

@@ -2,6 +2,7 @@
 //! TCP for truncated replies, per-attempt timeouts within an overall budget, failover between
 //! upstreams, and health tracking so a dead upstream is skipped until it recovers.
 
+mod fast;
 mod health;
 mod pending;
 #[cfg(test)]
@@ -19,7 +20,9 @@ use bytes::BytesMut;
 use metrics::Counter;
 use tokio::time::Instant;
 
+pub use fast::{FastKeys, LinkId, Links, wait_ready};
 pub use health::Health;
+pub use pending::same_question;
 pub use pending::{Delivery, PendingMap};
 pub use unwanted::{OnTrip, Unwanted};
 
@@ -96,6 +99,22 @@ pub struct Exchange {
     pub from: SocketAddr,
 }
 
+/// What the UDP fast path (`server::fast`) already did for a query it hands to the slow path:
+/// the attempt loop of [`Upstreams::resolve`] continues from there instead of starting over.
+#[derive(Debug, Clone, Default)]
+pub struct Handoff {
+    /// Bit i: upstream i was asked once and failed (no answer in time, port unreachable, a
+    /// reply that does not hold together): that attempt is used up.
+    pub failed: u64,
+    /// The error that ended that attempt.
+    pub last: Option<UpstreamError>,
+    /// A UDP reply of this upstream (already checked by [`crate::wire::sanitize_reply`]), sent
+    /// at the instant given, that the fast path does not relay itself (truncated, SERVFAIL,
+    /// REFUSED, FORMERR): it is this upstream's first UDP exchange, so the TCP retry, the
+    /// retry without EDNS and the failover follow from it as from any reply.
+    pub reply: Option<(SocketAddr, bytes::Bytes, Instant)>,
+}
+
 /// All upstreams, tried in health order.
 pub struct Upstreams {
     list: Vec<Upstream>,
@@ -104,6 +123,9 @@ pub struct Upstreams {
     answered: AtomicBool,
     tcp_fallback: Counter,
     unwanted: Arc<Unwanted>,
+    /// `--upstream-sockets` and `--socket-rotate`, for the fast path's own sockets ([`Links`]).
+    fast_sockets: usize,
+    fast_rotate: Duration,
 }
 
 impl Upstreams {
@@ -141,6 +163,8 @@ impl Upstreams {
             answered: AtomicBool::new(false),
             tcp_fallback,
             unwanted,
+            fast_sockets: cfg.sockets,
+            fast_rotate: cfg.rotate,
         }
     }
 
@@ -197,17 +221,31 @@ impl Upstreams {
     /// this query: asking the same server the same question again only doubles the load a
     /// failing cluster DNS sees (the client retries on its own; RFC 9520 §3.1 asks resolvers
     /// not to repeat a failed query at the same server). Timeouts may be retried in the second
-    /// round, as a lost datagram is the usual cause.
-    pub async fn resolve(&self, query: &mut [u8], parsed: &ParsedQuery, tcp: bool) -> Result<Exchange, ResolveError> {
+    /// round, as a lost datagram is the usual cause. `handoff`: what the UDP fast path already did
+    /// for this query ([`Handoff`]), which the attempts continue from.
+    pub async fn resolve(
+        &self,
+        query: &mut [u8],
+        parsed: &ParsedQuery,
+        tcp: bool,
+        handoff: Option<Handoff>,
+    ) -> Result<Exchange, ResolveError> {
         let started = Instant::now();
         let deadline = started + self.query_timeout;
         let (order, n) = self.order(started);
         let rounds = if n > 0 && self.list[order[0] as usize].health.is_up(started) { 2 } else { 1 };
+        let handoff = if tcp { Handoff::default() } else { handoff.unwrap_or_default() };
+        let mut handed = handoff.reply;
         let mut answered_badly: u64 = 0; // bit i: upstream i answered SERVFAIL/REFUSED
-        let mut last: Option<UpstreamError> = None;
+        let mut skip_once = handoff.failed;
+        let mut last: Option<UpstreamError> = handoff.last;
         for k in 0..rounds * n {
             let i = order[k % n] as usize;
             if answered_badly & (1 << i) != 0 {
+                continue;
+            }
+            if skip_once & (1 << i) != 0 {
+                skip_once &= !(1 << i);
                 continue;
             }
             let now = Instant::now();
@@ -215,7 +253,11 @@ impl Upstreams {
                 break;
             }
             let up = &self.list[i];
-            let ex = match self.attempt(up, query, parsed, tcp, deadline).await {
+            let reply = match &handed {
+                Some((addr, ..)) if *addr == up.addr => handed.take().map(|(_, r, sent)| (BytesMut::from(r), sent)),
+                _ => None,
+            };
+            let ex = match self.attempt(up, query, parsed, tcp, deadline, reply).await {
                 Ok(ex) => ex,
                 Err(e) => {
                     // An upstream's answer (SERVFAIL, REFUSED) says more than a later silence:
@@ -248,8 +290,9 @@ impl Upstreams {
         parsed: &ParsedQuery,
         tcp: bool,
         deadline: Instant,
+        handed: Option<(BytesMut, Instant)>,
     ) -> Result<Exchange, UpstreamError> {
-        let mut ex = self.exchange(up, query, parsed, tcp, deadline).await?;
+        let mut ex = self.exchange(up, query, parsed, tcp, deadline, handed).await?;
         // RFC 6891 §7: "responders that do not support EDNS … may return FORMERR"; a requester
         // that gets FORMERR to a query with an OPT record retries without it. The client then
         // gets the answer (with our own OPT, since podns speaks EDNS to it).
@@ -264,13 +307,14 @@ impl Upstreams {
             plain_parsed.opt = None;
             plain_parsed.header.arcount = 0;
             up.metrics.error(UpstreamReason::Rcode);
-            ex = self.exchange(up, &mut plain, &plain_parsed, tcp, deadline).await?;
+            ex = self.exchange(up, &mut plain, &plain_parsed, tcp, deadline, None).await?;
         }
         Ok(ex)
     }
 
     /// Sends `query` to `up` once (UDP, or TCP when `tcp`), with a TCP retry when a UDP reply
-    /// comes back truncated; records the upstream's health and metrics.
+    /// comes back truncated; records the upstream's health and metrics. `handed`: the reply the
+    /// fast path already got for this exchange, and when it sent the query ([`Handoff`]).
     async fn exchange(
         &self,
         up: &Upstream,
@@ -278,12 +322,15 @@ impl Upstreams {
         parsed: &ParsedQuery,
         tcp: bool,
         deadline: Instant,
+        handed: Option<(BytesMut, Instant)>,
     ) -> Result<Exchange, UpstreamError> {
         let question = HEADER_LEN..parsed.question.end;
         let name_len = parsed.question.name_end - HEADER_LEN;
         let timeout = self.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
-        let sent = Instant::now();
-        let result = up.transport.exchange(query, question.clone(), name_len, timeout, tcp).await;
+        let (sent, result) = match handed {
+            Some((reply, sent)) => (sent, Ok(reply)),
+            None => (Instant::now(), up.transport.exchange(query, question.clone(), name_len, timeout, tcp).await),
+        };
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => {

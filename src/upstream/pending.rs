@@ -30,13 +30,20 @@ impl QuestionKey {
     }
 
     fn matches(&self, question_bytes: &[u8], name_len: usize) -> bool {
-        let n = self.name_len as usize;
-        let mine = &self.bytes[..self.len as usize];
-        name_len == n
-            && question_bytes.len() == mine.len()
-            && question_bytes[..n].eq_ignore_ascii_case(&mine[..n])
-            && question_bytes[n..] == mine[n..]
+        same_question(&self.bytes[..self.len as usize], self.name_len as usize, question_bytes, name_len)
     }
+}
+
+/// Whether the question of a reply (`theirs`: name, type, class, with a name of `their_name_len`
+/// octets) is the one asked (`mine`, likewise): the name compared case-insensitively, type and
+/// class exactly (RFC 5452 §9.1). Shared by [`PendingMap`] and the UDP fast path.
+pub fn same_question(mine: &[u8], my_name_len: usize, theirs: &[u8], their_name_len: usize) -> bool {
+    let n = my_name_len;
+    their_name_len == n
+        && theirs.len() == mine.len()
+        && n <= mine.len()
+        && theirs[..n].eq_ignore_ascii_case(&mine[..n])
+        && theirs[n..] == mine[n..]
 }
 
 struct Waiter {

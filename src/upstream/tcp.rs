@@ -158,7 +158,7 @@ impl TcpPool {
                 }
                 let mut ticket = conn.pending.register(&query[question_bytes.clone()], name_len);
                 crate::wire::set_id(query, ticket.id);
-                self.metrics.request(Proto::Tcp);
+                self.metrics.requests(Proto::Tcp, 1);
                 let written = write_frame(&mut *conn.writer.lock().await, query, MESSAGE_TIMEOUT).await;
                 let result = if written.is_err() {
                     self.retire(&conn);

@@ -117,7 +117,7 @@ impl UdpPool {
         let ch = self.channel()?;
         let mut ticket: Ticket<'_> = ch.pending.register(&query[question_bytes], name_len);
         crate::wire::set_id(query, ticket.id);
-        self.metrics.request(Proto::Udp);
+        self.metrics.requests(Proto::Udp, 1);
         if let Err(e) = ch.sock.send(query).await {
             return Err(io_error(self.addr, e));
         }

@@ -594,3 +594,150 @@ async fn test_upstream_misbehaves_as_scripted() {
     let seen = up.received_for("mixed.test");
     assert_eq!(seen[0].name, "MiXeD.test", "the upstream records the case as received");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The UDP fast path (issue 12): plain UDP queries are forwarded by the listener loop itself,
+// with batched I/O and a table of queries in flight instead of a task per query. These tests
+// pin down what it must keep from the slow path.
+
+/// `name` in a letter case of its own for client `i`.
+fn mixed_case(name: &str, i: usize) -> String {
+    name.chars().enumerate().map(|(k, c)| if (i >> (k % 8)) & 1 == 1 { c.to_ascii_uppercase() } else { c }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_coalesces_identical_udp_queries_into_one_upstream_query() {
+    const CLIENTS: usize = 24;
+    const NAME: &str = "hot.fast.example.com";
+    let up = Upstream::start();
+    let gate = Gate::new();
+    up.on(NAME, RecordType::A, Action::gated(&gate, Action::Answer(vec![Rec::A(ANSWER)])));
+    // No cache: the followers get the leader's reply from the fast path's table, not the cache.
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--cache-size", "0")
+        .arg("--attempt-timeout", "3s")
+        .arg("--query-timeout", "4s")
+        .start()
+        .await;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let addr = podns.addr();
+        let mut q = query(&mixed_case(NAME, i), RecordType::A);
+        q.metadata.id = 1000 + i as u16;
+        clients.spawn(async move { (udp_query(addr, &q).await, q) });
+    }
+    up.wait_received(NAME, 1, Duration::from_secs(2)).await;
+    podns.wait_metric("podns_coalesced_total", &[], |v| v >= (CLIENTS - 1) as f64, Duration::from_secs(3)).await;
+    gate.open();
+    let mut answered = 0;
+    while let Some(r) = clients.join_next().await {
+        let (reply, q) = r.expect("client task");
+        assert_eq!(a_records(&reply), vec![ANSWER], "{reply}");
+        assert_eq!(reply.queries, q.queries, "each client gets its own question case back");
+        answered += 1;
+    }
+    assert_eq!(answered, CLIENTS);
+    assert_eq!(up.received_for(NAME).len(), 1, "{CLIENTS} identical queries in flight share one upstream query");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_timeout_fails_over_without_asking_the_silent_upstream_again() {
+    let silent = Upstream::with_default(Action::Drop);
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new()
+        .upstream(silent.addr)
+        .upstream(up.addr)
+        .arg("--attempt-timeout", "400ms")
+        .arg("--query-timeout", "3s")
+        .start()
+        .await;
+    const NAME: &str = "silent-first.fast.example.com";
+    up.on(NAME, RecordType::A, Action::Answer(vec![Rec::A(ANSWER)]));
+    let started = Instant::now();
+    let reply = udp_query(podns.addr(), &query(NAME, RecordType::A)).await;
+    let took = started.elapsed();
+    assert_eq!(a_records(&reply), vec![ANSWER], "answered by the second upstream");
+    assert!(took < Duration::from_millis(1100), "{took:?}: more than one attempt went to the silent upstream");
+    assert_eq!(silent.received_for(NAME).len(), 1, "the timed-out attempt is not repeated");
+    assert_eq!(up.received_for(NAME).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_ignores_and_counts_spoofed_replies() {
+    let up = Upstream::start();
+    let podns = PodnsBuilder::new().upstream(up.addr).start().await;
+    for (name, action) in [
+        ("wrong-id.fast.example.com", Action::WrongIdFirst as fn(Vec<Rec>) -> Action),
+        ("wrong-q.fast.example.com", Action::WrongQuestionFirst),
+    ] {
+        up.on(name, RecordType::A, action(vec![Rec::A(ANSWER)]));
+        let reply = udp_query(podns.addr(), &query(name, RecordType::A)).await;
+        assert_eq!(a_records(&reply), vec![ANSWER], "{name}: the genuine reply wins");
+        assert_eq!(up.received_for(name).len(), 1, "{name}");
+    }
+    // Both forgeries were read, matched against the table and counted, not relayed.
+    podns
+        .wait_metric("podns_upstream_errors_total", &[("reason", "mismatch")], |v| v >= 2.0, Duration::from_secs(2))
+        .await;
+    // And none of them reached the cache.
+    let again = udp_query(podns.addr(), &query("wrong-q.fast.example.com", RecordType::A)).await;
+    assert_eq!(a_records(&again), vec![ANSWER]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_truncated_reply_goes_over_tcp_once_for_all_its_clients() {
+    const CLIENTS: usize = 8;
+    const NAME: &str = "tc.fast.example.com";
+    let up = Upstream::start();
+    let gate = Gate::new();
+    up.on(NAME, RecordType::A, Action::gated(&gate, Action::Truncate(vec![Rec::A(ANSWER)])));
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--cache-size", "0")
+        .arg("--attempt-timeout", "3s")
+        .arg("--query-timeout", "4s")
+        .start()
+        .await;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let addr = podns.addr();
+        let mut q = query(NAME, RecordType::A);
+        q.metadata.id = 7 + i as u16;
+        clients.spawn(async move { udp_query(addr, &q).await });
+    }
+    up.wait_received(NAME, 1, Duration::from_secs(2)).await;
+    podns.wait_metric("podns_coalesced_total", &[], |v| v >= (CLIENTS - 1) as f64, Duration::from_secs(3)).await;
+    gate.open();
+    while let Some(r) = clients.join_next().await {
+        let reply = r.expect("client task");
+        assert!(!reply.metadata.truncation, "{reply}");
+        assert_eq!(a_records(&reply), vec![ANSWER]);
+    }
+    let transports: Vec<Transport> = up.received_for(NAME).iter().map(|r| r.transport).collect();
+    assert_eq!(transports, vec![Transport::Udp, Transport::Tcp], "one UDP query, then one TCP retry for every client");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_answers_its_queries_in_flight_before_exiting_on_sigterm() {
+    const NAME: &str = "slow-answer.fast.example.com";
+    let up = Upstream::start();
+    up.on(NAME, RecordType::A, Action::delayed(Duration::from_millis(1200), Action::Answer(vec![Rec::A(ANSWER)])));
+    let podns = PodnsBuilder::new()
+        .upstream(up.addr)
+        .arg("--drain-grace", "200ms")
+        .arg("--attempt-timeout", "3s")
+        .arg("--query-timeout", "4s")
+        .start()
+        .await;
+    let addr = podns.addr();
+    let client = tokio::spawn(async move { udp_query(addr, &query(NAME, RecordType::A)).await });
+    up.wait_received(NAME, 1, Duration::from_secs(2)).await;
+    podns.signal(libc::SIGTERM);
+    // The listener stops reading 200 ms later; the reply comes a second after that.
+    let reply = client.await.expect("client task");
+    assert_eq!(a_records(&reply), vec![ANSWER], "the query in flight was answered during the drain");
+    let exit = podns.wait_exit(Duration::from_secs(6)).await;
+    assert_eq!(exit.code(), Some(0), "{exit}");
+    assert_eq!(up.received_for(NAME).len(), 1, "answered by its own upstream query, not handed over and asked again");
+}
