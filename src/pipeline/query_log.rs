@@ -54,6 +54,22 @@ pub struct Served<'a> {
     pub elapsed: Duration,
 }
 
+impl<'a> Served<'a> {
+    /// An answer the chain produced ([`super::Pipeline::serve`]), sent to `client`.
+    pub fn answer(proto: Proto, client: SocketAddr, a: &'a super::Answer, started: tokio::time::Instant) -> Served<'a> {
+        Served {
+            proto,
+            client,
+            query: &a.query,
+            reply: &a.bytes,
+            rcode: a.rcode,
+            source: a.source,
+            action: a.action,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 /// The sampled query log.
 pub struct QueryLog {
     every: u64,

@@ -285,15 +285,7 @@ impl Script for Silent {
 }
 
 fn lookup_with(script: Arc<dyn Script>, memo: Duration) -> Lookup {
-    let cfg = UpstreamConfig {
-        addrs: Vec::new(),
-        attempt_timeout: Duration::from_millis(800),
-        query_timeout: Duration::from_secs(2),
-        sockets: 1,
-        rotate: Duration::from_secs(60),
-        tcp_idle: Duration::from_secs(10),
-        unwanted_threshold: 0,
-    };
+    let cfg = UpstreamConfig::test_defaults();
     Lookup::new(Arc::new(Upstreams::scripted(&cfg, vec![script])), None, memo, CacheMetrics::new())
 }
 

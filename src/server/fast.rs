@@ -767,16 +767,7 @@ pub fn slow(
         if sock.send_to(&answer.bytes, peer).await.is_err() {
             pipeline.metrics.dropped(Drop::SendFailed);
         }
-        pipeline.record(&Served {
-            proto: Proto::Udp,
-            client: peer,
-            query: &answer.query,
-            reply: &answer.bytes,
-            rcode: answer.rcode,
-            source: answer.source,
-            action: answer.action,
-            elapsed: started.elapsed(),
-        });
+        pipeline.record(&Served::answer(Proto::Udp, peer, &answer, started));
         drop(guard);
     }));
 }

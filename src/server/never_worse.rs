@@ -465,15 +465,8 @@ fn from_hickory(m: &Message) -> Reply {
 
 /// A podns for the world's pod, as `podns` with its defaults would run.
 fn podns(world: &World, script: Arc<Scripted>) -> Arc<Pipeline> {
-    let upstream_cfg = UpstreamConfig {
-        addrs: Vec::new(),
-        attempt_timeout: Duration::from_millis(800),
-        query_timeout: Duration::from_secs(2),
-        sockets: 1,
-        rotate: Duration::from_secs(60),
-        tcp_idle: Duration::from_secs(10),
-        unwanted_threshold: 0,
-    };
+    // podns's defaults: 800 ms attempts within a 2 s budget.
+    let upstream_cfg = UpstreamConfig::test_defaults();
     let cache = Cache::new(
         CacheConfig {
             max_bytes: 1 << 20,

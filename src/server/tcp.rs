@@ -231,16 +231,7 @@ async fn connection(
                 tokio::spawn(async move {
                     let answer = pipeline.serve(msg, &q, Proto::Tcp).await;
                     if send(&w, &conn, &answer.bytes).await {
-                        pipeline.record(&Served {
-                            proto: Proto::Tcp,
-                            client: peer,
-                            query: &answer.query,
-                            reply: &answer.bytes,
-                            rcode: answer.rcode,
-                            source: answer.source,
-                            action: answer.action,
-                            elapsed: started.elapsed(),
-                        });
+                        pipeline.record(&Served::answer(Proto::Tcp, peer, &answer, started));
                     } else {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }

@@ -33,6 +33,21 @@ impl dyn Script {
     }
 }
 
+impl UpstreamConfig {
+    /// The defaults of the flags, for in-process tests (no addresses: scripts answer).
+    pub fn test_defaults() -> UpstreamConfig {
+        UpstreamConfig {
+            addrs: Vec::new(),
+            attempt_timeout: Duration::from_millis(800),
+            query_timeout: Duration::from_secs(2),
+            sockets: 1,
+            rotate: Duration::from_secs(60),
+            tcp_idle: Duration::from_secs(10),
+            unwanted_threshold: 0,
+        }
+    }
+}
+
 impl Upstreams {
     /// Upstreams answered by `scripts` (one upstream each) instead of sockets.
     pub fn scripted(cfg: &UpstreamConfig, scripts: Vec<Arc<dyn Script>>) -> Upstreams {
