@@ -107,3 +107,64 @@ fn the_order_is_written_in_one_place() {
         );
     }
 }
+
+/// The top-level module a source file belongs to (`src/pipeline/cache.rs` → `pipeline`).
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src("")).expect("under src");
+    let first = rel.components().next().expect("a component").as_os_str().to_string_lossy().into_owned();
+    first.trim_end_matches(".rs").to_string()
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_cycles() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let files = rust_files(&src(""));
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    for file in &files {
+        let m = module_of(file);
+        if m == "lib" || m == "main" {
+            continue; // the roots: they assemble everything
+        }
+        let code = code(file);
+        for word in code.split("crate::").skip(1) {
+            let target: String = word.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if target != m && modules.contains(&target) {
+                edges.entry(m.clone()).or_default().insert(target);
+            }
+        }
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        m: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(m.to_string());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_string());
+        for next in edges.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in edges.keys() {
+        if let Some(cycle) = visit(m, &edges, &mut Vec::new(), &mut done) {
+            panic!("import cycle between top-level modules: {}\n{edges:?}", cycle.join(" -> "));
+        }
+    }
+    assert!(edges.get("pipeline").is_some_and(|e| e.contains("upstream")), "the graph was read: {edges:?}");
+    assert!(!edges.get("policy").is_some_and(|e| e.contains("pipeline")), "{edges:?}");
+}
