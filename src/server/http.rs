@@ -11,7 +11,8 @@
 //!   [`CONNECTION_TIMEOUT`];
 //! - one request per connection (`Connection: close`), as before, so an idle keep-alive
 //!   connection holds nothing;
-//! - the accept loop backs off when out of file descriptors instead of spinning.
+//! - the accept loop backs off when out of file descriptors instead of spinning;
+//! - `/debug/explain` answers loopback clients only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,7 +49,11 @@ pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let rejected = counter!(HTTP_REJECTED_TOTAL);
     loop {
-        let (stream, _) = acceptor.accept().await;
+        let (stream, peer) = acceptor.accept().await;
+        // `/debug/*` answers only on the pod's own loopback (`kubectl exec`, `kubectl
+        // port-forward`): the listener is reachable from the whole cluster, and an explanation
+        // shows the pod's search list and what its probes found, and `live=1` sends queries.
+        let local = peer.ip().is_loopback();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             rejected.increment(1);
             drop(stream);
@@ -61,7 +66,12 @@ pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Arc<
                 let (metrics, ready) = (metrics.clone(), ready.clone());
                 async move {
                     let resp = if uri.path() == "/debug/explain" && (method == Method::GET || method == Method::HEAD) {
-                        let (status, ctype, body) = explain(uri.query().unwrap_or(""), ready).await;
+                        let (status, ctype, body) = if local {
+                            explain(uri.query().unwrap_or(""), ready).await
+                        } else {
+                            let why = "/debug/explain answers on loopback only: kubectl exec or port-forward\n";
+                            (StatusCode::FORBIDDEN, "text/plain; charset=utf-8", why.into())
+                        };
                         response(status, ctype, body)
                     } else {
                         respond(&method, uri.path(), &metrics, &ready)

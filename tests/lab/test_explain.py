@@ -139,3 +139,32 @@ def test_check_sees_an_aaaa_servfail(pod):
     aaaa = [f for f in json.loads(out)["findings"] if f["check"] == "aaaa"]
     assert [f["severity"] for f in aaaa] == ["warn"], aaaa
     assert "SERVFAIL" in aaaa[0]["summary"] and "--aaaa fix" in aaaa[0]["podns"], aaaa
+
+
+def test_debug_explain_answers_loopback_clients_only(pod, sidecar):
+    """The metrics listener is reachable from the cluster (0.0.0.0:9153 by default); its
+    /debug/explain is not: a client reaching it over the pod's own address gets 403, the same
+    request over loopback (kubectl exec, port-forward) the explanation."""
+    import subprocess
+    import time
+
+    argv = ["ip", "netns", "exec", pod.pod, podns_bin(), "--listen", "127.0.0.1:5354",
+            "--upstream", lab.DNS_IP, "--metrics-listen", "0.0.0.0:9154", "--drain-grace", "0s",
+            "--search", "default.svc.cluster.local,svc.cluster.local,cluster.local", "--ndots", "5"]
+    proc = pod.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # a bounded poll: the listener's start has no event to wait for
+            status, _ = lab.netns_http_get(pod.pod, "http://127.0.0.1:9154/health", 1.0)
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert status == 200, "the second podns did not start"
+        url = "http://%s:9154/debug/explain?name=pypi.org"
+        status, body = lab.netns_http_get(pod.pod, url % "127.0.0.1", 3.0)
+        assert status == 200 and json.loads(body)["name"] == "pypi.org", (status, body)
+        status, body = lab.netns_http_get(pod.pod, url % lab.POD_IP, 3.0)
+        assert status == 403, (status, body)
+        status, body = lab.netns_http_get(pod.pod, "http://%s:9154/metrics" % lab.POD_IP, 3.0)
+        assert status == 200 and "podns_build_info" in body, status
+    finally:
+        lab._stop(proc)
