@@ -376,8 +376,7 @@ impl Pipeline {
 
     /// Records an answer sent to a client: its metrics, and its query-log line when logged.
     pub fn record(&self, s: &Served<'_>) {
-        let qtype = crate::wire::parse_question(s.query).map_or(0, |q| q.qtype);
-        self.metrics.response(s.proto, s.source, s.rcode, qtype, s.reply.len(), s.elapsed);
+        self.metrics.response(s.proto, s.source, s.rcode, s.qtype, s.reply.len(), s.elapsed);
         if let Some(log) = &self.query_log {
             log.record(s);
         }

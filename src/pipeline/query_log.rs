@@ -45,6 +45,8 @@ pub struct Served<'a> {
     pub client: SocketAddr,
     /// The client's query as received.
     pub query: &'a [u8],
+    /// Its type (0 when it could not be read), as admission parsed it.
+    pub qtype: u16,
     /// The answer as sent.
     pub reply: &'a [u8],
     pub rcode: u16,
@@ -56,11 +58,18 @@ pub struct Served<'a> {
 
 impl<'a> Served<'a> {
     /// An answer the chain produced ([`super::Pipeline::serve`]), sent to `client`.
-    pub fn answer(proto: Proto, client: SocketAddr, a: &'a super::Answer, started: tokio::time::Instant) -> Served<'a> {
+    pub fn answer(
+        proto: Proto,
+        client: SocketAddr,
+        qtype: u16,
+        a: &'a super::Answer,
+        started: tokio::time::Instant,
+    ) -> Served<'a> {
         Served {
             proto,
             client,
             query: &a.query,
+            qtype,
             reply: &a.bytes,
             rcode: a.rcode,
             source: a.source,
@@ -113,7 +122,7 @@ impl QueryLog {
             client: s.client.to_string(),
             proto: s.proto.label(),
             name: question.map_or_else(String::new, |q| to_dotted(q.name(s.query))),
-            qtype: wire::type_label(question.map_or(0, |q| q.qtype)),
+            qtype: wire::type_label(s.qtype),
             rcode: wire::rcode_label(s.rcode),
             source: s.source.label(),
             action,

@@ -661,6 +661,7 @@ impl<F: Future<Output = ()>> Core<F> {
                 proto: Proto::Udp,
                 client: peer,
                 query: &self.table.entries[idx as usize].query,
+                qtype: q.qtype(),
                 reply: &self.scratch,
                 rcode: rc,
                 source,
@@ -767,7 +768,7 @@ pub fn slow(
         if sock.send_to(&answer.bytes, peer).await.is_err() {
             pipeline.metrics.dropped(Drop::SendFailed);
         }
-        pipeline.record(&Served::answer(Proto::Udp, peer, &answer, started));
+        pipeline.record(&Served::answer(Proto::Udp, peer, q.qtype(), &answer, started));
         drop(guard);
     }));
 }

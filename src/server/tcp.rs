@@ -208,7 +208,7 @@ async fn connection(
         out.clear();
         match pipeline.admit(&msg, Proto::Tcp, peer.ip(), &mut out) {
             Admitted::Dropped => {}
-            Admitted::Answered { rcode, source, action, .. } => {
+            Admitted::Answered { rcode, source, action, qtype } => {
                 if !send(&w, conn, &out).await {
                     pipeline.metrics.dropped(Drop::SendFailed);
                     return End::Closed;
@@ -219,6 +219,7 @@ async fn connection(
                     proto: Proto::Tcp,
                     client: peer,
                     query,
+                    qtype,
                     reply,
                     rcode,
                     source,
@@ -231,7 +232,7 @@ async fn connection(
                 tokio::spawn(async move {
                     let answer = pipeline.serve(msg, &q, Proto::Tcp).await;
                     if send(&w, &conn, &answer.bytes).await {
-                        pipeline.record(&Served::answer(Proto::Tcp, peer, &answer, started));
+                        pipeline.record(&Served::answer(Proto::Tcp, peer, q.qtype(), &answer, started));
                     } else {
                         pipeline.metrics.dropped(Drop::SendFailed);
                     }

@@ -87,13 +87,14 @@ pub async fn serve(sock: Arc<UdpSocket>, pipeline: Arc<Pipeline>, mut stop: watc
                     out.clear();
                     match pipeline.admit(msg, Proto::Udp, peer.ip(), &mut out) {
                         Admitted::Dropped => {}
-                        Admitted::Answered { rcode, source, action, .. } => {
+                        Admitted::Answered { rcode, source, action, qtype } => {
                             queue(&mut tx, &sock, &pipeline, &out, peer).await;
                             let (query, reply, elapsed) = (msg, &out[..], started.elapsed());
                             pipeline.record(&Served {
                                 proto: Proto::Udp,
                                 client: peer,
                                 query,
+                                qtype,
                                 reply,
                                 rcode,
                                 source,
