@@ -79,16 +79,16 @@ fn stores(role: Role, source: Source) -> bool {
     }
 }
 
-/// Stores an upstream's `reply` to the query `q` in `msg` under its key: what the lookup role
-/// does with the replies it relays, for the UDP fast path's answers.
-pub fn store_upstream(store: &Cache, msg: &[u8], q: &ParsedQuery, reply: &[u8]) {
+/// Stores `reply` to the query `q` in `msg` under its key: what both roles do with the replies
+/// they keep, and what the UDP fast path does with the upstream answers it relays.
+pub fn store_answer(store: &Cache, msg: &[u8], q: &ParsedQuery, reply: &[u8]) {
     store.insert(&KeyRef::of(msg, q), reply, Instant::now());
 }
 
 /// Stores `r` under the key of `req` when `role` keeps such replies.
 fn store_reply(role: Role, store: &Cache, req: &Request, r: &Resolved) {
     if stores(role, r.source) {
-        store.insert(&KeyRef::of(&req.msg, &req.q), &r.reply, Instant::now());
+        store_answer(store, &req.msg, &req.q, &r.reply);
     }
 }
 

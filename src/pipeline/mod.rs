@@ -365,7 +365,7 @@ impl Pipeline {
     /// does with the replies it relays (the UDP fast path's answers).
     pub fn store_upstream_reply(&self, msg: &[u8], q: &ParsedQuery, reply: &[u8]) {
         if let Some(store) = &self.cache {
-            cache::store_upstream(store, msg, q, reply);
+            cache::store_answer(store, msg, q, reply);
         }
     }
 
@@ -392,11 +392,6 @@ impl Pipeline {
     pub fn search_state(&self) -> Option<SearchState<'_>> {
         let p = self.probes.as_ref()?;
         Some(SearchState { cfg: &p.cfg, known: p.known(tokio::time::Instant::now()), aggressive: self.aggressive })
-    }
-
-    /// The answer cache, if one is configured.
-    pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_deref()
     }
 
     /// Queries in flight now.

@@ -352,10 +352,8 @@ impl<F: Future<Output = ()>> Core<F> {
             return self.hand_over(leader, upstream, Ended::Reply(reply, sent));
         }
         ups.fast_answered(upstream, h.rcode(), sent.elapsed());
-        let now = Instant::now();
         let e = &self.table.entries[leader as usize];
         self.pipeline.store_upstream_reply(&e.query, e.q.as_ref().expect("held"), data);
-        let _ = now;
         let mut next = Some(leader);
         while let Some(idx) = next {
             next = self.table.next(idx);
